@@ -1,0 +1,67 @@
+# Two commands matter: `make run` (whole pipeline, once, with a summary) and `make dev` (the Dagster UI).
+# Everything else is here for CI and contributors. Only python3 (>= 3.11) is needed beforehand.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+INSTALLED := $(VENV)/.installed
+MANIFEST := dbt_project/target/manifest.json
+DBT_SOURCES := $(shell find dbt_project -name '*.sql' -o -name '*.yml' | grep -v -e '/target/' -e '/logs/')
+STATE_DIR ?= $(CURDIR)/.state
+DAYS ?= 7
+# pip prints a line per package for some mirror configurations; they are noise, not errors.
+QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help run dev stop test bench lint manifest clean install
+
+help:
+	@echo "make run     materialize the whole pipeline for the last $(DAYS) days (DAYS=n to change) and print a summary"
+	@echo "make dev     Dagster UI + daemon on http://127.0.0.1:3000 with the demo source (make stop to end it)"
+	@echo "make test    the whole test suite (what CI runs)"
+	@echo "make bench   benchmarks at 1x and 10x scale -> bench/results.json"
+	@echo "make clean   remove all local state (.state/) and the dbt build artifacts"
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.lock pyproject.toml
+	@echo "==> creating $(VENV) and installing the locked dependencies"
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock 2>&1 | $(QUIET_PIP)
+	@# The package is used in place (an editable install without a build step): put the repo on the venv's path.
+	$(BIN)/python -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "pipeline_project.pth").write_text("$(CURDIR)\n")'
+	@touch $@
+
+manifest: $(MANIFEST)
+
+$(MANIFEST): $(INSTALLED) $(DBT_SOURCES)
+	@echo "==> parsing the dbt project"
+	cd dbt_project && DBT_SEND_ANONYMOUS_USAGE_STATS=false $(BIN)/dbt parse --quiet --profiles-dir .
+
+run: $(MANIFEST)
+	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.run --days $(DAYS)
+
+dev: $(MANIFEST)
+	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev
+
+stop:
+	@if [ -f $(STATE_DIR)/dev.pid ]; then kill -TERM "$$(cat $(STATE_DIR)/dev.pid)" && echo "stopping make dev"; \
+	else echo "make dev is not running"; fi
+
+test: $(MANIFEST)
+	$(BIN)/python -m pytest
+
+bench: $(MANIFEST)
+	$(BIN)/python -m pipeline_project.local.bench
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check pipeline_project tests
+
+clean:
+	rm -rf $(STATE_DIR) dbt_project/target dbt_project/logs
