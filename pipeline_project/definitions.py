@@ -1,0 +1,59 @@
+"""The code location: every asset, check, job, schedule, sensor and resource, with the SLA policies applied."""
+
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from pipeline_project.checks import mart_contract_checks
+from pipeline_project.dbt_assets import shop_dbt_assets
+from pipeline_project.ingestion import ingestion_assets
+from pipeline_project.policies import apply_sla_policies
+from pipeline_project.project import dbt_project
+from pipeline_project.resources import LakeResource, LandingResource, ShopApiResource, WarehouseResource
+from pipeline_project.sensors import landing_file_sensor
+
+shop_pipeline_job = dg.define_asset_job(
+    "shop_pipeline",
+    selection=dg.AssetSelection.all(),
+    description="Every asset: ingestion of the selected days, then one dbt build and the mart contracts.",
+)
+
+daily_schedule = dg.build_schedule_from_partitioned_job(
+    shop_pipeline_job,
+    hour_of_day=2,
+    minute_of_hour=15,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+# The in-process executor: with one DuckDB writer there is nothing to parallelise across processes, and
+# each multiprocess step costs ~2 s of start-up. Deployments that scale out set PIPELINE_EXECUTOR.
+EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+executor_name = os.environ.get("PIPELINE_EXECUTOR", "in_process")
+if executor_name not in EXECUTORS:
+    raise ValueError(f"PIPELINE_EXECUTOR={executor_name!r} is not one of {sorted(EXECUTORS)}")
+
+defs = apply_sla_policies(
+    dg.Definitions(
+        assets=[*ingestion_assets, shop_dbt_assets],
+        asset_checks=mart_contract_checks,
+        jobs=[shop_pipeline_job],
+        schedules=[daily_schedule],
+        sensors=[landing_file_sensor],
+        executor=EXECUTORS[executor_name],
+        resources={
+            "shop_api": ShopApiResource(
+                base_url=dg.EnvVar("SHOP_API_URL"), token=dg.EnvVar("SHOP_API_TOKEN")
+            ),
+            "landing": LandingResource(directory=dg.EnvVar("LANDING_DIR")),
+            "lake": LakeResource(root=dg.EnvVar("PIPELINE_LAKE_DIR")),
+            "warehouse": WarehouseResource(path=dg.EnvVar("PIPELINE_WAREHOUSE_PATH")),
+            # The dbt next to this interpreter, so an un-activated virtualenv still finds it.
+            "dbt": DbtCliResource(
+                project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt")
+            ),
+        },
+    )
+)

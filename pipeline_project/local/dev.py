@@ -1,0 +1,88 @@
+"""`make dev`: the demo source, then the Dagster webserver and daemon on 127.0.0.1, stopped together.
+
+`dagster dev` runs in its own process group with default signal handling (a child started from a
+non-interactive shell would otherwise inherit an ignored SIGINT, which Dagster copies onto SIGTERM), so
+Ctrl-C here or `make stop` ends the webserver, the daemon, the code server and the demo source.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pipeline_project.local.demo_process import DemoSourceProcess
+from pipeline_project.local.environment import (
+    REPO_ROOT,
+    demo_source_wanted,
+    ensure_dbt_manifest,
+    prepare_environment,
+)
+
+PID_FILE_NAME = "dev.pid"
+STOP_TIMEOUT_SECONDS = 30
+
+
+def _reset_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def main() -> int:
+    settings = prepare_environment()
+    ensure_dbt_manifest()
+    host = os.environ.get("DAGSTER_HOST", "127.0.0.1")
+    port = os.environ.get("DAGSTER_PORT", "3000")
+    pid_file = Path(settings["PIPELINE_STATE_DIR"]) / PID_FILE_NAME
+    source = None
+    if demo_source_wanted():
+        yesterday = datetime.now(UTC).date() - timedelta(days=1)
+        source = DemoSourceProcess(
+            Path(settings["LANDING_DIR"]),
+            yesterday,
+            days=7,
+            port=int(os.environ.get("SHOP_DEMO_PORT", "8765")),
+            log_path=Path(settings["PIPELINE_LOG_DIR"]) / "demo_source.log",
+        )
+        os.environ["SHOP_API_URL"] = source.start()
+        os.environ.setdefault("SHOP_API_TOKEN", "demo-token")
+        print(f"demo shop source at {os.environ['SHOP_API_URL']}", flush=True)
+    dagster = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", host, "-p", port],
+        cwd=REPO_ROOT,
+        start_new_session=True,
+        preexec_fn=_reset_signals,
+    )
+    pid_file.write_text(str(os.getpid()))
+
+    def shut_down(signum, frame) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGINT, shut_down)
+    signal.signal(signal.SIGTERM, shut_down)
+    print(f"Dagster UI on http://{host}:{port} (Ctrl-C or `make stop` to stop everything)", flush=True)
+    try:
+        return dagster.wait()
+    finally:
+        _stop_group(dagster)
+        if source:
+            source.stop()
+        pid_file.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

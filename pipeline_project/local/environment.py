@@ -1,0 +1,59 @@
+"""The local environment: every setting has a default under one git-ignored state directory.
+
+Settings already present in the environment (or in `.env`) win; defaults fill the rest, as absolute paths
+so that dbt, which runs from its own project directory, resolves them the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_TOKEN = "demo-token"
+
+
+def prepare_environment() -> dict[str, str]:
+    """Load `.env`, fill in local defaults, create the state directories; return the settings used."""
+    load_dotenv(REPO_ROOT / ".env", override=False)
+    state = Path(os.environ.setdefault("PIPELINE_STATE_DIR", str(REPO_ROOT / ".state"))).resolve()
+    defaults = {
+        "PIPELINE_STATE_DIR": state,
+        "PIPELINE_LAKE_DIR": state / "lake",
+        "PIPELINE_WAREHOUSE_PATH": state / "warehouse.duckdb",
+        "LANDING_DIR": state / "landing",
+        "DAGSTER_HOME": state / "dagster_home",
+        "PIPELINE_LOG_DIR": state / "logs",
+    }
+    for name, default in defaults.items():
+        os.environ[name] = str(Path(os.environ.get(name) or default).resolve())
+    for name in ("PIPELINE_LAKE_DIR", "LANDING_DIR", "DAGSTER_HOME", "PIPELINE_LOG_DIR"):
+        Path(os.environ[name]).mkdir(parents=True, exist_ok=True)
+    instance_config = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
+    if not instance_config.exists():
+        instance_config.symlink_to(REPO_ROOT / "dagster.yaml")
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    return {name: os.environ[name] for name in defaults}
+
+
+def demo_source_wanted() -> bool:
+    """The bundled demo source runs unless a real API is configured."""
+    return not os.environ.get("SHOP_API_URL")
+
+
+def ensure_dbt_manifest() -> None:
+    """Parse the dbt project once so the code location can load without shelling out to dbt."""
+    manifest = REPO_ROOT / "dbt_project" / "target" / "manifest.json"
+    if manifest.exists():
+        return
+    dbt = Path(sys.executable).parent / "dbt"
+    subprocess.run(
+        [str(dbt), "parse", "--quiet", "--project-dir", "dbt_project", "--profiles-dir", "dbt_project"],
+        cwd=REPO_ROOT,
+        check=True,
+    )

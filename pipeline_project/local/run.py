@@ -1,0 +1,153 @@
+"""`make run`: materialize the whole asset graph for the last N days against the demo source, print a summary.
+
+Usage: python -m pipeline_project.local.run [--days 7] [--end-date YYYY-MM-DD]
+Exit status 0 when the run succeeded and no ERROR check failed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+import uuid
+import warnings
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from pipeline_project.local.environment import demo_source_wanted, ensure_dbt_manifest, prepare_environment
+
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _progress_line(event, started: float) -> str | None:
+    from dagster import DagsterEventType
+
+    elapsed = f"[{time.monotonic() - started:6.1f}s]"
+    kind = event.event_type
+    if kind == DagsterEventType.STEP_START:
+        return f"{elapsed} start  {event.step_key}"
+    if kind == DagsterEventType.STEP_SUCCESS:
+        return f"{elapsed} done   {event.step_key}"
+    if kind == DagsterEventType.STEP_FAILURE:
+        return f"{elapsed} FAILED {event.step_key}"
+    if kind == DagsterEventType.STEP_UP_FOR_RETRY:
+        return f"{elapsed} retry  {event.step_key}"
+    if kind == DagsterEventType.ASSET_MATERIALIZATION:
+        materialization = event.event_specific_data.materialization
+        rows = materialization.metadata.get("dagster/row_count")
+        partition = f" {materialization.partition}" if materialization.partition else ""
+        count = f" {getattr(rows, 'value', rows):,} rows" if rows is not None else ""
+        return f"{elapsed}   materialized {materialization.asset_key.to_user_string()}{partition}{count}"
+    if kind == DagsterEventType.ASSET_CHECK_EVALUATION and not event.event_specific_data.passed:
+        evaluation = event.event_specific_data
+        return (
+            f"{elapsed}   check failed ({evaluation.severity.value}) "
+            f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        )
+    return None
+
+
+def run_pipeline(days: int, end_date: date, quiet: bool = False):
+    """Materialize every asset for the `days` partitions ending at `end_date`; return the RunSummary."""
+    import dagster as dg
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from pipeline_project.definitions import defs
+    from pipeline_project.local.summary import summarize_run
+
+    start_date = end_date - timedelta(days=days - 1)
+    job = defs.resolve_job_def("shop_pipeline")
+    instance = dg.DagsterInstance.get()
+    run_id = str(uuid.uuid4())
+    outcome: dict = {}
+
+    def execute() -> None:
+        try:
+            outcome["result"] = job.execute_in_process(
+                run_config=RUN_CONFIG,
+                instance=instance,
+                run_id=run_id,
+                raise_on_error=False,
+                tags={
+                    ASSET_PARTITION_RANGE_START_TAG: start_date.isoformat(),
+                    ASSET_PARTITION_RANGE_END_TAG: end_date.isoformat(),
+                },
+            )
+        except Exception as error:  # surfaced below, after the progress loop ends
+            outcome["error"] = error
+
+    worker = threading.Thread(target=execute, name="pipeline-run")
+    started = time.monotonic()
+    worker.start()
+    cursor = 0
+    while True:
+        finished = not worker.is_alive()
+        records = instance.all_logs(run_id) if instance.has_run(run_id) else []
+        for record in records[cursor:]:
+            if record.dagster_event and not quiet and (line := _progress_line(record.dagster_event, started)):
+                print(line, flush=True)
+        cursor = len(records)
+        if finished:
+            break
+        time.sleep(0.5)
+    if "error" in outcome:
+        raise outcome["error"]
+    return summarize_run(instance, run_id), time.monotonic() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=int(os.environ.get("DAYS", "7")))
+    parser.add_argument("--end-date", type=date.fromisoformat, default=None, help="default: yesterday (UTC)")
+    args = parser.parse_args(argv)
+    if args.days < 1:
+        parser.error("--days must be at least 1")
+    end_date = args.end_date or (datetime.now(UTC).date() - timedelta(days=1))
+
+    warnings.filterwarnings("ignore", module="dagster")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    settings = prepare_environment()
+    print(f"==> state directory {settings['PIPELINE_STATE_DIR']}", flush=True)
+    print("==> preparing the dbt manifest", flush=True)
+    ensure_dbt_manifest()
+
+    with contextlib.ExitStack() as stack:
+        if demo_source_wanted():
+            from pipeline_project.local.demo_process import DemoSourceProcess
+
+            print(
+                f"==> starting the demo shop source and writing {args.days} day(s) of landing files",
+                flush=True,
+            )
+            source = stack.enter_context(
+                DemoSourceProcess(
+                    Path(os.environ["LANDING_DIR"]),
+                    end_date,
+                    args.days,
+                    log_path=Path(os.environ["PIPELINE_LOG_DIR"]) / "demo_source.log",
+                )
+            )
+            os.environ["SHOP_API_URL"] = source.url
+            os.environ.setdefault("SHOP_API_TOKEN", "demo-token")
+            print(f"    demo source at {source.url}", flush=True)
+        else:
+            print(f"==> using the configured source {os.environ['SHOP_API_URL']}", flush=True)
+        print(f"==> materializing {args.days} day(s) ending {end_date} (whole asset graph)", flush=True)
+        from pipeline_project.local.summary import format_summary
+
+        summary, seconds = run_pipeline(args.days, end_date)
+    print()
+    print(format_summary(summary))
+    verdict = "OK" if summary.ok else "FAILED"
+    print(
+        f"\n{verdict}: run {summary.run_id} in {seconds:.1f}s "
+        f"({len(summary.failed_error_checks)} ERROR and {len(summary.failed_warn_checks)} WARN check failures)"
+    )
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

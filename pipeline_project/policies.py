@@ -1,0 +1,125 @@
+"""The SLA catalogue: freshness, owners, severity, runbook, alert route, retries and pool, declared once.
+
+Every asset group has exactly one entry. `apply_sla_policies` stamps the spec-level parts (freshness
+policy, owners, runbook and alert metadata) onto every asset of the group; the op-level parts (retry
+policy, pool) are read from here by the asset factories, since Dagster sets those when an op is built.
+`tests/test_policies.py` fails if any materializable asset lacks one of them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from datetime import timedelta
+
+import dagster as dg
+
+# DuckDB allows one writer process per database file: everything that writes or reads the warehouse
+# shares this pool, whose limit is 1 (`concurrency.pools.default_limit` in dagster.yaml).
+WAREHOUSE_POOL = "duckdb_warehouse"
+
+INGESTION_GROUP = "ingestion"
+DBT_GROUPS = ("staging", "intermediate", "marts", "snapshots")
+
+
+@dataclass(frozen=True)
+class SlaPolicy:
+    freshness: dg.FreshnessPolicy
+    owners: tuple[str, ...]
+    severity: str
+    runbook: str
+    alert_route: str
+    retry: dg.RetryPolicy
+    pool: str | None
+
+
+_INGESTION_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+_WAREHOUSE_RETRY = dg.RetryPolicy(
+    max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+# Daily partitions land shortly after midnight UTC; a day's data older than this is late.
+_DAILY = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
+_DAILY_MART = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=27), warn_window=timedelta(hours=26))
+
+SLA_CATALOGUE: dict[str, SlaPolicy] = {
+    INGESTION_GROUP: SlaPolicy(
+        freshness=_DAILY,
+        owners=("team:data-platform",),
+        severity="ERROR",
+        runbook="runbooks/source-unavailable.md",
+        alert_route="data-platform-oncall",
+        retry=_INGESTION_RETRY,
+        pool=None,
+    ),
+    "staging": SlaPolicy(
+        freshness=_DAILY_MART,
+        owners=("team:analytics-engineering",),
+        severity="WARN",
+        runbook="runbooks/transformation-failure.md",
+        alert_route="analytics-engineering",
+        retry=_WAREHOUSE_RETRY,
+        pool=WAREHOUSE_POOL,
+    ),
+    "intermediate": SlaPolicy(
+        freshness=_DAILY_MART,
+        owners=("team:analytics-engineering",),
+        severity="WARN",
+        runbook="runbooks/transformation-failure.md",
+        alert_route="analytics-engineering",
+        retry=_WAREHOUSE_RETRY,
+        pool=WAREHOUSE_POOL,
+    ),
+    "marts": SlaPolicy(
+        freshness=_DAILY_MART,
+        owners=("team:analytics-engineering",),
+        severity="ERROR",
+        runbook="runbooks/freshness-breach.md",
+        alert_route="analytics-engineering-oncall",
+        retry=_WAREHOUSE_RETRY,
+        pool=WAREHOUSE_POOL,
+    ),
+    "snapshots": SlaPolicy(
+        freshness=_DAILY_MART,
+        owners=("team:analytics-engineering",),
+        severity="WARN",
+        runbook="runbooks/transformation-failure.md",
+        alert_route="analytics-engineering",
+        retry=_WAREHOUSE_RETRY,
+        pool=WAREHOUSE_POOL,
+    ),
+}
+
+
+def op_policy(groups: tuple[str, ...]) -> SlaPolicy:
+    """The policy whose retry and pool govern one op that materializes assets of several groups."""
+    policies = {(SLA_CATALOGUE[group].retry, SLA_CATALOGUE[group].pool) for group in groups}
+    if len(policies) != 1:
+        raise ValueError(f"groups {groups} run in one op but disagree on retry policy or pool")
+    return SLA_CATALOGUE[groups[0]]
+
+
+def _stamp(policy: SlaPolicy):
+    def stamp(spec: dg.AssetSpec) -> dg.AssetSpec:
+        spec = dg.apply_freshness_policy(spec, policy.freshness, overwrite_existing=False)
+        return spec.replace_attributes(owners=list(policy.owners)).merge_attributes(
+            metadata={
+                "runbook": policy.runbook,
+                "sla/severity": policy.severity,
+                "sla/alert_route": policy.alert_route,
+            }
+        )
+
+    return stamp
+
+
+def apply_sla_policies(defs: dg.Definitions) -> dg.Definitions:
+    # map_resolved_asset_specs and group selections are marked preview/beta; they are the documented way to
+    # apply a policy by selection in 1.13, so their warnings would only be noise at every load.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        for group, policy in SLA_CATALOGUE.items():
+            defs = defs.map_resolved_asset_specs(func=_stamp(policy), selection=f"group:{group}")
+    return defs

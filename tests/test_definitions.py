@@ -1,0 +1,75 @@
+"""The code location loads, has the whole graph, and does not shell out to dbt while loading."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from pipeline_project.definitions import defs
+
+RAW_TABLES = ["customers", "products", "orders", "order_items", "payments", "web_events"]
+MARTS = ["daily_revenue", "customer_lifetime_value", "product_performance", "web_funnel"]
+
+
+def test_definitions_validate():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_graph_runs_source_to_marts():
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {f"raw_{table}" for table in RAW_TABLES} <= keys
+    assert set(MARTS) <= keys
+    assert "customers_snapshot" in keys
+    for table in RAW_TABLES:
+        assert graph.get(dg.AssetKey(f"stg_{table}")).parent_keys == {dg.AssetKey(f"raw_{table}")}
+    upstream_of_revenue = dg.AssetSelection.assets("daily_revenue").upstream().resolve(graph)
+    assert {dg.AssetKey("raw_orders"), dg.AssetKey("raw_order_items")} <= upstream_of_revenue
+
+
+def test_checks_cover_raw_tables_dbt_tests_and_mart_contracts():
+    check_keys = {(key.asset_key.to_user_string(), key.name) for key in defs.resolve_asset_graph().asset_check_keys}
+    for table in RAW_TABLES:
+        assert (f"raw_{table}", "source_reconciled") in check_keys
+    for mart in ("daily_revenue", "customer_lifetime_value"):
+        assert (mart, "contract_errors") in check_keys
+        assert (mart, "contract_warnings") in check_keys
+    dbt_tests = {name for asset, name in check_keys if name.startswith(("unique_", "not_null_", "relationships_"))}
+    assert any(name.startswith("unique_stg_orders") for name in dbt_tests)
+    assert any(name.startswith("relationships_stg_orders") for name in dbt_tests)
+
+
+def test_loading_the_code_location_never_runs_dbt():
+    probe = (
+        "import subprocess\n"
+        "class Guard(subprocess.Popen):\n"
+        "    def __init__(self, args, *rest, **kwargs):\n"
+        "        if 'dbt' in str(args):\n"
+        "            raise AssertionError(f'dbt started at import time: {args}')\n"
+        "        super().__init__(args, *rest, **kwargs)\n"
+        "subprocess.Popen = Guard\n"
+        "import pipeline_project.definitions\n"
+        "print('loaded')\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "loaded" in result.stdout
+
+
+def test_the_import_guard_does_catch_dbt_under_the_dev_cli():
+    """The guard above is only worth something if it trips when dbt does run (prepare_if_dev under dev)."""
+    probe = (
+        "import subprocess\n"
+        "class Guard(subprocess.Popen):\n"
+        "    def __init__(self, args, *rest, **kwargs):\n"
+        "        if 'dbt' in str(args):\n"
+        "            raise AssertionError('dbt started')\n"
+        "        super().__init__(args, *rest, **kwargs)\n"
+        "subprocess.Popen = Guard\n"
+        "import pipeline_project.project\n"
+    )
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": "/tmp", "DAGSTER_IS_DEV_CLI": "1"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0 and "dbt started" in result.stderr
