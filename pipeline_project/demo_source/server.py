@@ -1,0 +1,491 @@
+"""The demo shop's HTTP API: a real server over a `ShopWorld`, with switchable faults.
+
+This module owns the transport of the demo source: routes, bearer-token auth, filters, keyset
+pagination, responses, and the fault knobs (`Faults`) that let tests and demos make the upstream
+misbehave (500s, 429s with Retry-After, latency, a full outage). It holds no data of its own; every
+record comes from the world's cached days.
+
+    GET /health                                            200 {"status": "ok"}, no auth
+    GET /v1/orders|order_items|payments?date=YYYY-MM-DD    by the date of ordered_at / paid_at
+    GET /v1/customers|products?updated_since=..&updated_before=..   ISO timestamps, [since, before)
+        all /v1 lists: limit (1..10000, default 1000), cursor (opaque, from the previous page)
+        -> {"data": [...], "next_cursor": str | null, "total": N} and header X-Total-Count: N
+    GET /admin/faults, PUT /admin/faults                   read / replace the Faults (JSON)
+
+Everything but /health needs `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+import re
+import socket
+import socketserver
+import threading
+import time
+from bisect import bisect_right
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from pipeline_project.demo_source.encoding import encode_array
+from pipeline_project.demo_source.world import (
+    DAILY_TABLES,
+    PRIMARY_KEYS,
+    VERSIONED_TABLES,
+    ShopWorld,
+    to_naive_utc,
+)
+
+log = logging.getLogger(__name__)
+
+API_TABLES = (*VERSIONED_TABLES, *DAILY_TABLES)
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+# A versioned query reads one generated day per calendar day it spans; a cap keeps one request from
+# generating years of data. Ingestion asks for one day at a time.
+MAX_UPDATED_RANGE = timedelta(days=31)
+MAX_BODY_BYTES = 64 * 1024
+_DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass
+class Faults:
+    """How badly the /v1 API misbehaves. Deterministic, counted in /v1 requests since the faults were set.
+
+    error_rate: every round(1 / error_rate)-th request gets a 500 (0 = never).
+    rate_limit_every: every Nth request gets a 429 with `Retry-After: retry_after_seconds` (0 = never).
+    latency_ms: added before every response.
+    outage: every request gets a 503.
+    """
+
+    error_rate: float = 0.0
+    rate_limit_every: int = 0
+    retry_after_seconds: float = 1.0
+    latency_ms: int = 0
+    outage: bool = False
+
+    def __post_init__(self) -> None:
+        def number(name: str, value: Any, low: float, high: float, integral: bool) -> None:
+            valid_type = isinstance(value, int) if integral else isinstance(value, int | float)
+            if isinstance(value, bool) or not valid_type or not low <= value <= high:
+                kind = "an integer" if integral else "a number"
+                raise ValueError(f"{name} must be {kind} in [{low:g}, {high:g}], got {value!r}")
+
+        number("error_rate", self.error_rate, 0, 1, integral=False)
+        number("rate_limit_every", self.rate_limit_every, 0, 1_000_000, integral=True)
+        number("retry_after_seconds", self.retry_after_seconds, 0, 3600, integral=False)
+        number("latency_ms", self.latency_ms, 0, 60_000, integral=True)
+        if not isinstance(self.outage, bool):
+            raise ValueError(f"outage must be true or false, got {self.outage!r}")
+
+    @classmethod
+    def from_dict(cls, payload: Any) -> Faults:
+        """Faults from a JSON object; missing settings take their defaults, unknown ones are an error."""
+        if not isinstance(payload, dict):
+            raise ValueError("faults must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        for name in payload:
+            if name not in known:
+                raise ValueError(
+                    f"unknown fault setting {name!r}; expected some of {', '.join(sorted(known))}"
+                )
+        return cls(**payload)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class BadRequest(ValueError):
+    """A client error in a /v1 query; the message names the offending parameter."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """All records matching one query, encoded once (see encoding.encode_array) with their keys ascending.
+
+    Records i..j-1 with their separating commas are array[starts[i] : starts[j] - 1], so any page is one
+    slice of the array, whatever the limit.
+    """
+
+    keys: list[int]
+    array: bytes
+    starts: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    table: str
+    filter_text: str  # canonical form of the filter; also binds cursors to their query
+    day: date | None = None
+    since: datetime | None = None
+    before: datetime | None = None
+
+
+class DemoShopServer:
+    """The shop's API on a `ThreadingHTTPServer` in a background thread.
+
+    Use as a context manager or call start() / stop(). `url` is valid once started; `request_count` is
+    the number of /v1 requests received (whatever their outcome), which tests use to see retries.
+    """
+
+    def __init__(
+        self,
+        world: ShopWorld,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: Faults | None = None,
+    ) -> None:
+        if not token:
+            raise ValueError("token must be a non-empty string")
+        self.world = world
+        self.host = host
+        self.port = port
+        self._expected_auth = f"Bearer {token}".encode()
+        self._faults = faults or Faults()
+        self._lock = threading.Lock()
+        self._request_count = 0
+        self._requests_since_faults = 0
+        self._listings: OrderedDict[_Query, _Listing] = OrderedDict()
+        self._listings_lock = threading.Lock()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> DemoShopServer:
+        """Bind and serve in a daemon thread. Raises OSError when the address is unavailable."""
+        if self._httpd is not None:
+            raise RuntimeError("server already started")
+        httpd = _HTTPServer((self.host, self.port), _Handler)
+        httpd.shop = self
+        self.port = httpd.server_address[1]
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="demo-shop-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop open keep-alive connections, so that clients see the server go away."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        httpd.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> DemoShopServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("server not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return self._request_count
+
+    @property
+    def faults(self) -> Faults:
+        with self._lock:
+            return self._faults
+
+    def set_faults(self, faults: Faults) -> None:
+        """Replace the faults; their request schedule restarts from the next request."""
+        with self._lock:
+            self._faults = faults
+            self._requests_since_faults = 0
+
+    # -------------------------------------------------------------------------------- requests
+
+    def _authorized(self, handler: BaseHTTPRequestHandler) -> bool:
+        given = handler.headers.get("Authorization", "").encode("latin-1", "replace")
+        return hmac.compare_digest(given, self._expected_auth)
+
+    def _unauthorized(self, handler: _Handler) -> None:
+        reason = "invalid bearer token" if handler.headers.get("Authorization") else "missing bearer token"
+        handler.send_json(
+            HTTPStatus.UNAUTHORIZED,
+            {"error": f"{reason}; send 'Authorization: Bearer <token>'"},
+            {"WWW-Authenticate": 'Bearer realm="demo-shop"'},
+        )
+
+    def _handle_v1(self, handler: _Handler, table: str, query_string: str) -> None:
+        with self._lock:
+            self._request_count += 1
+            self._requests_since_faults += 1
+            sequence = self._requests_since_faults
+            faults = self._faults
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000)
+        if faults.outage:
+            handler.send_json(
+                HTTPStatus.SERVICE_UNAVAILABLE, {"error": "service unavailable (simulated outage)"}
+            )
+            return
+        if not self._authorized(handler):
+            self._unauthorized(handler)
+            return
+        if table not in API_TABLES:
+            handler.send_json(HTTPStatus.NOT_FOUND, {"error": f"unknown resource /v1/{table}"})
+            return
+        if faults.rate_limit_every and sequence % faults.rate_limit_every == 0:
+            retry_after = f"{faults.retry_after_seconds:g}"
+            handler.send_json(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                {"error": f"rate limit exceeded; retry after {retry_after} s"},
+                {"Retry-After": retry_after},
+            )
+            return
+        if faults.error_rate and sequence % max(1, round(1 / faults.error_rate)) == 0:
+            handler.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (simulated)"})
+            return
+        try:
+            query, limit, after = _parse_query(table, query_string)
+        except BadRequest as exc:
+            handler.send_json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            return
+        listing = self._listing(query)
+        total = len(listing.keys)
+        start = 0 if after is None else bisect_right(listing.keys, after)
+        end = min(start + limit, total)
+        next_cursor = _encode_cursor(query, listing.keys[end - 1]) if end < total else None
+        body = b"".join(
+            (
+                b'{"data":[',
+                listing.array[listing.starts[start] : listing.starts[end] - 1] if end > start else b"",
+                b'],"next_cursor":',
+                orjson.dumps(next_cursor),
+                b',"total":',
+                str(total).encode(),
+                b"}",
+            )
+        )
+        handler.send_body(HTTPStatus.OK, body, {"X-Total-Count": str(total)})
+
+    def _handle_admin_faults(self, handler: _Handler, method: str) -> None:
+        if not self._authorized(handler):
+            self._unauthorized(handler)
+            return
+        if method == "PUT":
+            try:
+                faults = Faults.from_dict(orjson.loads(handler.read_body()))
+            except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+                handler.send_json(HTTPStatus.BAD_REQUEST, {"error": f"faults: {exc}"})
+                return
+            self.set_faults(faults)
+        handler.send_json(HTTPStatus.OK, self.faults.to_dict())
+
+    def _listing(self, query: _Query) -> _Listing:
+        # Serialising under the lock means concurrent first requests for a day wait for one build
+        # instead of all doing it.
+        with self._listings_lock:
+            listing = self._listings.get(query)
+            if listing is not None:
+                self._listings.move_to_end(query)
+                return listing
+            if query.day is not None:
+                records = self.world._rows(query.table, query.day)
+            else:
+                records = self.world._versions_between(query.table, query.since, query.before)
+            key = PRIMARY_KEYS[query.table]
+            listing = _Listing([record[key] for record in records], *encode_array(records))
+            self._listings[query] = listing
+            if len(self._listings) > 16:
+                self._listings.popitem(last=False)
+            return listing
+
+
+def _parse_query(table: str, query_string: str) -> tuple[_Query, int, int | None]:
+    """(query, limit, last key of the previous page) from a /v1 query string, or BadRequest."""
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query_string, keep_blank_values=True):
+        if name in params:
+            raise BadRequest(f"parameter {name} given more than once")
+        params[name] = value
+    filters = ("date",) if table in DAILY_TABLES else ("updated_since", "updated_before")
+    for name in params:
+        if name not in (*filters, "limit", "cursor"):
+            raise BadRequest(
+                f"unknown parameter {name} for /v1/{table}; allowed: {', '.join(filters)}, limit, cursor"
+            )
+    for name in filters:
+        if name not in params:
+            raise BadRequest(f"missing required parameter {name}")
+
+    if table in DAILY_TABLES:
+        value = params["date"]
+        try:
+            if not _DATE_PATTERN.fullmatch(value):
+                raise ValueError(value)
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise BadRequest(f"date must be a date as YYYY-MM-DD, got {value[:40]!r}") from None
+        query = _Query(table, f"date={day.isoformat()}", day=day)
+    else:
+        since = _parse_timestamp("updated_since", params["updated_since"])
+        before = _parse_timestamp("updated_before", params["updated_before"])
+        if before <= since:
+            raise BadRequest("updated_before must be later than updated_since")
+        if before - since > MAX_UPDATED_RANGE:
+            raise BadRequest(
+                f"updated_before must be at most {MAX_UPDATED_RANGE.days} days after updated_since"
+            )
+        query = _Query(table, f"{since.isoformat()}/{before.isoformat()}", since=since, before=before)
+
+    raw_limit = params.get("limit", str(DEFAULT_LIMIT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw_limit[:40]!r}")
+    after = _decode_cursor(query, params["cursor"]) if "cursor" in params else None
+    return query, int(raw_limit), after
+
+
+def _parse_timestamp(name: str, value: str) -> datetime:
+    try:
+        return to_naive_utc(datetime.fromisoformat(value))
+    except ValueError:
+        # A literal "+00:00" arrives as " 00:00" unless URL-encoded, hence the hint.
+        raise BadRequest(
+            f"{name} must be an ISO 8601 timestamp such as 2026-11-20T00:00:00Z (URL-encode '+'), "
+            f"got {value[:40]!r}"
+        ) from None
+
+
+def _encode_cursor(query: _Query, last_key: int) -> str:
+    raw = orjson.dumps([query.table, query.filter_text, last_key])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _decode_cursor(query: _Query, cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        table, filter_text, last_key = orjson.loads(raw)
+    except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError):
+        raise BadRequest("cursor is not a cursor returned by this API") from None
+    if table != query.table or filter_text != query.filter_text or type(last_key) is not int:
+        raise BadRequest("cursor belongs to a different query; pass the same filters as the first page")
+    return last_key
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops connections when many clients start at once
+    # Don't let stop() wait for handler threads: keep-alive clients may hold connections open.
+    block_on_close = False
+    shop: DemoShopServer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) that can stall without a network.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def track(self, connection: socket.socket, active: bool) -> None:
+        with self._connections_lock:
+            if active:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # the client may have closed it already
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a paging client reuses one connection
+    server_version = "DemoShop/1.0"
+    timeout = 30  # idle keep-alive connections give their thread back
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without NODELAY, Nagle plus delayed ACKs can add 40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, active=True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, active=False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request access log on stderr."""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def _dispatch(self, method: str) -> None:
+        shop = self.server.shop
+        parts = urlsplit(self.path)
+        try:
+            if parts.path == "/admin/faults":
+                shop._handle_admin_faults(self, method)
+            elif method != "GET":
+                self.close_connection = True  # rather than read a body nobody wants
+                self.send_json(
+                    HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method} not allowed here"}, {"Allow": "GET"}
+                )
+            elif parts.path == "/health":
+                self.send_json(HTTPStatus.OK, {"status": "ok"})
+            elif parts.path.startswith("/v1/"):
+                shop._handle_v1(self, parts.path[len("/v1/") :], parts.query)
+            else:
+                self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no route for {parts.path}"})
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception:
+            log.exception("demo shop server failed on %s %s", method, parts.path)
+            self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True  # the unread body would be taken for the next request
+            raise ValueError(f"request body over {MAX_BODY_BYTES} bytes")
+        return self.rfile.read(length)
+
+    def send_json(self, status: HTTPStatus, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self.send_body(status, orjson.dumps(payload), headers)
+
+    def send_body(self, status: HTTPStatus, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
