@@ -42,7 +42,7 @@ manifest: $(MANIFEST)
 
 $(MANIFEST): $(INSTALLED) $(DBT_SOURCES)
 	@echo "==> parsing the dbt project"
-	cd dbt_project && DBT_SEND_ANONYMOUS_USAGE_STATS=false $(BIN)/dbt parse --quiet --profiles-dir .
+	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.environment
 
 run: $(MANIFEST)
 	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.run --days $(DAYS)

@@ -30,13 +30,17 @@ def count_failures(contract: MartContract, cases: pl.DataFrame) -> dict[str, dic
 def _sample(contract: MartContract, cases: pl.DataFrame, severity: str) -> str:
     rows = [
         row
-        for row in cases.filter(pl.col("index").is_not_null()).iter_rows(named=True)
+        for row in cases.iter_rows(named=True)
         if contract.severity(row["column"], row["check"]) == severity
     ][:SAMPLE_ROWS]
     if not rows:
         return "no failing rows"
     lines = ["| row | rule | value |", "|---|---|---|"]
-    lines += [f"| {'table' if r['index'] is None else r['index']} | {rule_name(r['column'], r['check'])} | {r['failure_case']} |" for r in rows]
+    lines += [
+        f"| {'table' if row['index'] is None else row['index']} "
+        f"| {rule_name(row['column'], row['check'])} | {row['failure_case']} |"
+        for row in rows
+    ]
     return "\n".join(lines)
 
 

@@ -174,9 +174,7 @@ class DailyRevenueContract(pa.DataFrameModel):
 
     @pa.dataframe_check
     def net_is_gross_minus_refunds(cls, data) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            pl.col("gross_revenue") - pl.col("refunded_revenue") == pl.col("net_revenue")
-        )
+        return data.lazyframe.select(pl.col("gross_revenue") - pl.col("refunded_revenue") == pl.col("net_revenue"))
 
     @pa.dataframe_check
     def billable_within_orders(cls, data) -> pl.LazyFrame:
@@ -268,9 +266,7 @@ def failure_cases(model: type[pa.DataFrameModel], frame: pl.DataFrame) -> pl.Dat
         model.validate(frame, lazy=True)
     except SchemaErrors as err:
         cases = err.failure_cases
-        return cases.with_columns(
-            pl.when(pl.col("schema_context") == "Column").then(pl.col("column")).alias("column")
-        )
+        return cases.with_columns(pl.when(pl.col("schema_context") == "Column").then(pl.col("column")).alias("column"))
     return pl.DataFrame(
         schema={
             "failure_case": pl.String,

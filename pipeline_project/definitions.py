@@ -44,16 +44,12 @@ defs = apply_sla_policies(
         sensors=[landing_file_sensor],
         executor=EXECUTORS[executor_name],
         resources={
-            "shop_api": ShopApiResource(
-                base_url=dg.EnvVar("SHOP_API_URL"), token=dg.EnvVar("SHOP_API_TOKEN")
-            ),
+            "shop_api": ShopApiResource(base_url=dg.EnvVar("SHOP_API_URL"), token=dg.EnvVar("SHOP_API_TOKEN")),
             "landing": LandingResource(directory=dg.EnvVar("LANDING_DIR")),
             "lake": LakeResource(root=dg.EnvVar("PIPELINE_LAKE_DIR")),
             "warehouse": WarehouseResource(path=dg.EnvVar("PIPELINE_WAREHOUSE_PATH")),
             # The dbt next to this interpreter, so an un-activated virtualenv still finds it.
-            "dbt": DbtCliResource(
-                project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt")
-            ),
+            "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt")),
         },
     )
 )

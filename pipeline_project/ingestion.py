@@ -152,9 +152,7 @@ def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
                     f"raw_{table} {day}: {manifest.loaded_count} loaded, {manifest.quarantined_count} quarantined "
                     f"of {manifest.source_reported_count} reported"
                 )
-                context.add_asset_metadata(
-                    partition_metadata(manifest, raw_layer), partition_key=day.isoformat()
-                )
+                context.add_asset_metadata(partition_metadata(manifest, raw_layer), partition_key=day.isoformat())
         return dg.MaterializeResult(check_results=[reconciliation_result(table, raw_layer, days)])
 
     return ingest
@@ -167,9 +165,7 @@ def build_landing_ingestion_asset(table: str) -> dg.AssetsDefinition:
         table,
         f"`{table}` landing files (JSON lines) of one UTC day, contract-checked; failing rows are quarantined.",
     )
-    def ingest(
-        context: dg.AssetExecutionContext, landing: LandingResource, lake: LakeResource
-    ) -> dg.MaterializeResult:
+    def ingest(context: dg.AssetExecutionContext, landing: LandingResource, lake: LakeResource) -> dg.MaterializeResult:
         raw_layer = lake.lake()
         days = _partition_days(context)
         for day in days:

@@ -200,9 +200,7 @@ class PartitionWriter:
         for kind in ("data", "quarantine"):
             if kind not in self._writers:
                 self._tmp[kind].parent.mkdir(parents=True, exist_ok=True)
-                self._writers[kind] = pq.ParquetWriter(
-                    self._tmp[kind], self._schema(kind), compression="zstd"
-                )
+                self._writers[kind] = pq.ParquetWriter(self._tmp[kind], self._schema(kind), compression="zstd")
             self._writers[kind].close()
         checksums = {kind: _sha256(tmp) for kind, tmp in self._tmp.items()}
         for kind in ("data", "quarantine"):

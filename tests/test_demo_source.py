@@ -168,9 +168,7 @@ def test_a_day_regenerates_identically_in_a_fresh_process() -> None:
     expected = namespace["world_digest"](1.0, 0.01, DAY)
     script = DIGEST_SCRIPT + f"\nprint(world_digest(1.0, 0.01, date({DAY.year}, {DAY.month}, {DAY.day})))\n"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONHASHSEED": "4242"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
 
@@ -189,9 +187,7 @@ def test_records_follow_the_id_and_volume_rules(world: ShopWorld) -> None:
     orders = world.orders_on(DAY)
     assert [o["order_id"] for o in orders] == [day_index * 10_000_000 + n for n in range(1, 2001)]
     items = world.order_items_on(DAY)
-    assert all(
-        i["order_item_id"] // 100 == i["order_id"] and 1 <= i["order_item_id"] % 100 <= 5 for i in items
-    )
+    assert all(i["order_item_id"] // 100 == i["order_id"] and 1 <= i["order_item_id"] % 100 <= 5 for i in items)
     assert 2.2 < len(items) / len(orders) < 2.8
     assert all(p["payment_id"] // 10 == p["order_id"] for p in world.payments_on(DAY))
     customers = world.customers_updated_between(DAY_START, NEXT_DAY_START)
@@ -220,9 +216,7 @@ def test_attributes_change_now_and_then(world: ShopWorld) -> None:
     for offset in range(60):
         start = DAY_START - timedelta(days=offset)
         for customer in small.customers_updated_between(start, start + timedelta(days=1)):
-            versions[customer["customer_id"]].add(
-                (customer["loyalty_tier"], customer["city"], customer["email"])
-            )
+            versions[customer["customer_id"]].add((customer["loyalty_tier"], customer["city"], customer["email"]))
             appearances[customer["customer_id"]] += 1
     returning = [customer_id for customer_id, days in appearances.items() if days > 1]
     changed = [customer_id for customer_id in returning if len(versions[customer_id]) > 1]
@@ -230,9 +224,7 @@ def test_attributes_change_now_and_then(world: ShopWorld) -> None:
 
     now = world.products_updated_between(DAY_START, NEXT_DAY_START)
     earlier = world.products_updated_between(DAY_START - timedelta(days=90), DAY_START - timedelta(days=89))
-    repriced = [
-        p for p, q in zip(now, earlier, strict=True) if p["unit_price_cents"] != q["unit_price_cents"]
-    ]
+    repriced = [p for p, q in zip(now, earlier, strict=True) if p["unit_price_cents"] != q["unit_price_cents"]]
     assert 0 < len(repriced) < 500
     assert [(p["sku"], p["category"]) for p in now] == [(p["sku"], p["category"]) for p in earlier]
 
@@ -276,8 +268,7 @@ def test_filters_select_by_date_and_update_range(world: ShopWorld, client: httpx
     two_days = fetch_all(
         client,
         "customers",
-        day_params("customers", DAY - timedelta(days=1))
-        | {"updated_before": f"{NEXT_DAY_START.isoformat()}Z"},
+        day_params("customers", DAY - timedelta(days=1)) | {"updated_before": f"{NEXT_DAY_START.isoformat()}Z"},
     )
     assert len(two_days) == len({c["customer_id"] for c in two_days}) > len(customers)
     # The world starts in 2020: earlier days exist but are empty.
@@ -289,9 +280,7 @@ def test_auth_is_required_and_the_token_never_echoed(server: DemoShopServer) -> 
         assert anonymous.get("/health").json() == {"status": "ok"}
         responses = [
             anonymous.get("/v1/orders", params={"date": DAY.isoformat()}),
-            anonymous.get(
-                "/v1/orders", params={"date": DAY.isoformat()}, headers={"Authorization": "Bearer wrong"}
-            ),
+            anonymous.get("/v1/orders", params={"date": DAY.isoformat()}, headers={"Authorization": "Bearer wrong"}),
             anonymous.get("/v1/orders", params={"date": DAY.isoformat()}, headers={"Authorization": TOKEN}),
             anonymous.get("/admin/faults", headers={"Authorization": f"Bearer {TOKEN}x"}),
             anonymous.put("/admin/faults", json={"outage": True}),
@@ -384,9 +373,7 @@ def test_ground_truth_matches_an_independent_recomputation(
     }
     assert gross > refunded > 0
     counts = world.record_counts(DAY)
-    assert (
-        counts["orders"] == len(orders) and counts["web_events"] == len(events) and counts["products"] == 500
-    )
+    assert counts["orders"] == len(orders) and counts["web_events"] == len(events) and counts["products"] == 500
 
 
 def test_a_day_is_referentially_complete(client: httpx.Client, landed: list[Path]) -> None:
@@ -422,10 +409,7 @@ def test_a_day_is_referentially_complete(client: httpx.Client, landed: list[Path
     for item in items:
         assert item["product_id"] in product_ids
         assert item["ordered_at"] == orders[item["order_id"]]["ordered_at"]
-        assert (
-            item["quantity"] > 0
-            and 0 <= item["discount_cents"] <= item["quantity"] * item["unit_price_cents"]
-        )
+        assert item["quantity"] > 0 and 0 <= item["discount_cents"] <= item["quantity"] * item["unit_price_cents"]
         totals[item["order_id"]] += item["quantity"] * item["unit_price_cents"] - item["discount_cents"]
     assert set(totals) == set(orders)  # every order has items
 
@@ -444,15 +428,11 @@ def test_a_day_is_referentially_complete(client: httpx.Client, landed: list[Path
         "refunded": ["captured", "refunded"],
     }
     for order_id, order in orders.items():
-        assert [p["payment_status"] for p in payments_by_order[order_id]] == expected_statuses[
-            order["order_status"]
-        ]
+        assert [p["payment_status"] for p in payments_by_order[order_id]] == expected_statuses[order["order_status"]]
 
     events = read_landing(landed)
     assert all(ts(e["occurred_at"]).date() == DAY for e in events)  # so every session is on one day
-    assert all(
-        e["session_id"].startswith("s-20261120-") and e["event_id"].startswith("e-20261120-") for e in events
-    )
+    assert all(e["session_id"].startswith("s-20261120-") and e["event_id"].startswith("e-20261120-") for e in events)
     assert len({e["event_id"] for e in events}) == len(events)
     for event in events:
         assert event["event_type"] in EVENT_TYPES
@@ -472,9 +452,7 @@ def test_a_day_is_referentially_complete(client: httpx.Client, landed: list[Path
 
 def test_landing_files_are_windowed_atomic_and_reproducible(world: ShopWorld, landed: list[Path]) -> None:
     directory = landed[0].parent
-    assert [p.name for p in landed] == [
-        f"events-{DAY.isoformat()}-{hour}.jsonl" for hour in ("00", "06", "12", "18")
-    ]
+    assert [p.name for p in landed] == [f"events-{DAY.isoformat()}-{hour}.jsonl" for hour in ("00", "06", "12", "18")]
     assert directory.name == DAY.isoformat() and directory.parent.name == "web_events"
     for path in landed:
         window_start = int(path.stem[-2:])

@@ -9,9 +9,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+from conftest import DAYS, TEST_SCALE, TOKEN
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from conftest import DAYS, TEST_SCALE, TOKEN
 from pipeline_project.checks import build_mart_contract_check
 from pipeline_project.contracts import MART_CONTRACTS
 from pipeline_project.definitions import defs
@@ -43,8 +43,7 @@ def content_fingerprints(lake_dir: Path, warehouse: Path) -> dict[str, tuple[int
     prints = {}
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         for table in RAW_TABLES:
-            source = (f"select * exclude (_batch_id, _loaded_at) "
-                      f"from read_parquet('{lake_dir}/raw/{table}/*/*.parquet')")
+            source = f"select * exclude (_batch_id, _loaded_at) from read_parquet('{lake_dir}/raw/{table}/*/*.parquet')"
             prints[f"raw/{table}"] = connection.execute(digest.format(source)).fetchone()
         for mart in MART_TABLES:
             prints[f"marts/{mart}"] = connection.execute(digest.format(f"select * from marts.{mart}")).fetchone()
@@ -57,8 +56,11 @@ def pipeline_runs(tmp_path_factory):
     """Materialize DAYS twice against one state directory; keep what both runs left behind."""
     state = tmp_path_factory.mktemp("state")
     world = ShopWorld(scale=TEST_SCALE)
-    with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance, \
-            DemoShopServer(world, token=TOKEN) as server:
+    with (
+        pytest.MonkeyPatch.context() as env,
+        dg.instance_for_test() as instance,
+        DemoShopServer(world, token=TOKEN) as server,
+    ):
         env.setenv("PIPELINE_LAKE_DIR", str(state / "lake"))
         env.setenv("PIPELINE_WAREHOUSE_PATH", str(state / "warehouse.duckdb"))
         env.setenv("LANDING_DIR", str(state / "landing"))
@@ -71,8 +73,11 @@ def pipeline_runs(tmp_path_factory):
         second = run_days(instance, DAYS)
         second_prints = content_fingerprints(state / "lake", state / "warehouse.duckdb")
         yield {
-            "state": state, "world": world, "runs": [first, second],
-            "prints": [first_prints, second_prints], "requests": server.request_count,
+            "state": state,
+            "world": world,
+            "runs": [first, second],
+            "prints": [first_prints, second_prints],
+            "requests": server.request_count,
         }
 
 
@@ -112,23 +117,34 @@ def test_marts_equal_the_generators_ground_truth(pipeline_runs):
             revenue = connection.execute(
                 "select orders_count, billable_orders_count, items_sold, gross_revenue * 100, "
                 "refunded_revenue * 100, net_revenue * 100, customers_count "
-                "from marts.daily_revenue where order_date = ?", [day],
+                "from marts.daily_revenue where order_date = ?",
+                [day],
             ).fetchone()
             assert revenue == (
-                truth["orders_count"], truth["billable_orders_count"], truth["items_sold"],
-                truth["gross_revenue_cents"], truth["refunded_revenue_cents"], truth["net_revenue_cents"],
+                truth["orders_count"],
+                truth["billable_orders_count"],
+                truth["items_sold"],
+                truth["gross_revenue_cents"],
+                truth["refunded_revenue_cents"],
+                truth["net_revenue_cents"],
                 truth["customers_count"],
             )
             funnel = connection.execute(
                 "select sessions, product_view_sessions, add_to_cart_sessions, checkout_sessions, "
-                "purchase_sessions from marts.web_funnel where event_date = ?", [day],
+                "purchase_sessions from marts.web_funnel where event_date = ?",
+                [day],
             ).fetchone()
             assert funnel == (
-                truth["sessions"], truth["product_view_sessions"], truth["add_to_cart_sessions"],
-                truth["checkout_sessions"], truth["purchase_sessions"],
+                truth["sessions"],
+                truth["product_view_sessions"],
+                truth["add_to_cart_sessions"],
+                truth["checkout_sessions"],
+                truth["purchase_sessions"],
             )
-        lifetime_total, = connection.execute("select sum(lifetime_revenue) * 100 from marts.customer_lifetime_value").fetchone()
-        product_total, = connection.execute("select sum(revenue) * 100 from marts.product_performance").fetchone()
+        (lifetime_total,) = connection.execute(
+            "select sum(lifetime_revenue) * 100 from marts.customer_lifetime_value"
+        ).fetchone()
+        (product_total,) = connection.execute("select sum(revenue) * 100 from marts.product_performance").fetchone()
     net_total = sum(world.ground_truth(day)["net_revenue_cents"] for day in DAYS)
     refunded_total = sum(world.ground_truth(day)["refunded_revenue_cents"] for day in DAYS)
     gross_total = sum(world.ground_truth(day)["gross_revenue_cents"] for day in DAYS)
@@ -169,12 +185,21 @@ def test_bad_records_are_quarantined_with_the_rule_they_broke(state_dir, instanc
         assert manifest.source_reported_count == world.record_counts(day)[table]
         assert manifest.source_reported_count == manifest.loaded_count + manifest.quarantined_count
         assert manifest.quarantined_count == len(bad)
-        key = {"customers": "customer_id", "products": "product_id", "orders": "order_id",
-               "order_items": "order_item_id", "payments": "payment_id", "web_events": "event_id"}[table]
+        key = {
+            "customers": "customer_id",
+            "products": "product_id",
+            "orders": "order_id",
+            "order_items": "order_item_id",
+            "payments": "payment_id",
+            "web_events": "event_id",
+        }[table]
         with duckdb.connect() as connection:
-            quarantined = dict(connection.execute(
-                f"select {key}, _quarantine_reason from read_parquet(?)", [str(lake.quarantine_path(table, day))]
-            ).fetchall())
+            quarantined = dict(
+                connection.execute(
+                    f"select {key}, _quarantine_reason from read_parquet(?)",
+                    [str(lake.quarantine_path(table, day))],
+                ).fetchall()
+            )
             loaded_bad = connection.execute(
                 f"select count(*) from read_parquet(?) where {key} in (select unnest(?))",
                 [str(lake.data_path(table, day)), list(bad)],
@@ -204,6 +229,8 @@ def test_mart_contract_blocks_on_error_rules_and_only_warns_on_warn_rules(pipeli
     assert not warnings.passed and warnings.severity == dg.AssetCheckSeverity.WARN
     assert warnings.metadata["fail/average_order_value:less_than_or_equal_to"].value == 1
 
-    clean = {r.check_name: r for r in check(warehouse=WarehouseResource(
-        path=str(pipeline_runs["state"] / "warehouse.duckdb")))}
+    clean = {
+        r.check_name: r
+        for r in check(warehouse=WarehouseResource(path=str(pipeline_runs["state"] / "warehouse.duckdb")))
+    }
     assert clean["contract_errors"].passed and clean["contract_warnings"].passed

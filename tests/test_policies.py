@@ -52,7 +52,8 @@ def test_duckdb_writers_and_readers_share_the_warehouse_pool():
             continue
         keys = set(assets_def.keys) | {check.asset_key for check in assets_def.check_keys}
         touched_groups[assets_def.node_def.name] = (
-            {graph.get(key).group_name for key in keys}, assets_def.node_def.pool
+            {graph.get(key).group_name for key in keys},
+            assets_def.node_def.pool,
         )
     for op_name, (groups, pool) in touched_groups.items():
         expected = None if groups == {"ingestion"} else WAREHOUSE_POOL

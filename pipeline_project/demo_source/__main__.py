@@ -60,20 +60,14 @@ def _day(text: str) -> date:
 
 
 def _build_parser() -> _Parser:
-    parser = _Parser(
-        prog=PROG, description="The demo shop: an HTTP API and a landing zone over generated data."
-    )
+    parser = _Parser(prog=PROG, description="The demo shop: an HTTP API and a landing zone over generated data.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,land}")
 
     def add_world_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--scale", type=_scale, help="volume multiplier (default: $SHOP_DEMO_SCALE or 1)")
-        sub.add_argument(
-            "--bad-record-rate", type=_number(float, 0, 1), default=0.0, help="share of bad records"
-        )
+        sub.add_argument("--bad-record-rate", type=_number(float, 0, 1), default=0.0, help="share of bad records")
         sub.add_argument("--end-date", type=_day, help="last day to land (default: yesterday, UTC)")
-        sub.add_argument(
-            "--days", type=_number(int, 1, 3660), default=7, help="days to land, ending at --end-date"
-        )
+        sub.add_argument("--days", type=_number(int, 1, 3660), default=7, help="days to land, ending at --end-date")
 
     serve = commands.add_parser("serve", help="serve the API (landing files first, with --landing-dir)")
     serve.add_argument("--host", default="127.0.0.1")

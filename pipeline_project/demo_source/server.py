@@ -97,9 +97,7 @@ class Faults:
         known = {f.name for f in fields(cls)}
         for name in payload:
             if name not in known:
-                raise ValueError(
-                    f"unknown fault setting {name!r}; expected some of {', '.join(sorted(known))}"
-                )
+                raise ValueError(f"unknown fault setting {name!r}; expected some of {', '.join(sorted(known))}")
         return cls(**payload)
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,9 +238,7 @@ class DemoShopServer:
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         if faults.outage:
-            handler.send_json(
-                HTTPStatus.SERVICE_UNAVAILABLE, {"error": "service unavailable (simulated outage)"}
-            )
+            handler.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "service unavailable (simulated outage)"})
             return
         if not self._authorized(handler):
             self._unauthorized(handler)
@@ -327,9 +323,7 @@ def _parse_query(table: str, query_string: str) -> tuple[_Query, int, int | None
     filters = ("date",) if table in DAILY_TABLES else ("updated_since", "updated_before")
     for name in params:
         if name not in (*filters, "limit", "cursor"):
-            raise BadRequest(
-                f"unknown parameter {name} for /v1/{table}; allowed: {', '.join(filters)}, limit, cursor"
-            )
+            raise BadRequest(f"unknown parameter {name} for /v1/{table}; allowed: {', '.join(filters)}, limit, cursor")
     for name in filters:
         if name not in params:
             raise BadRequest(f"missing required parameter {name}")
@@ -349,9 +343,7 @@ def _parse_query(table: str, query_string: str) -> tuple[_Query, int, int | None
         if before <= since:
             raise BadRequest("updated_before must be later than updated_since")
         if before - since > MAX_UPDATED_RANGE:
-            raise BadRequest(
-                f"updated_before must be at most {MAX_UPDATED_RANGE.days} days after updated_since"
-            )
+            raise BadRequest(f"updated_before must be at most {MAX_UPDATED_RANGE.days} days after updated_since")
         query = _Query(table, f"{since.isoformat()}/{before.isoformat()}", since=since, before=before)
 
     raw_limit = params.get("limit", str(DEFAULT_LIMIT))
@@ -367,8 +359,7 @@ def _parse_timestamp(name: str, value: str) -> datetime:
     except ValueError:
         # A literal "+00:00" arrives as " 00:00" unless URL-encoded, hence the hint.
         raise BadRequest(
-            f"{name} must be an ISO 8601 timestamp such as 2026-11-20T00:00:00Z (URL-encode '+'), "
-            f"got {value[:40]!r}"
+            f"{name} must be an ISO 8601 timestamp such as 2026-11-20T00:00:00Z (URL-encode '+'), got {value[:40]!r}"
         ) from None
 
 
@@ -456,9 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
                 shop._handle_admin_faults(self, method)
             elif method != "GET":
                 self.close_connection = True  # rather than read a body nobody wants
-                self.send_json(
-                    HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method} not allowed here"}, {"Allow": "GET"}
-                )
+                self.send_json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{method} not allowed here"}, {"Allow": "GET"})
             elif parts.path == "/health":
                 self.send_json(HTTPStatus.OK, {"status": "ok"})
             elif parts.path.startswith("/v1/"):

@@ -766,9 +766,7 @@ class ShopWorld:
             index = int(key) & _START_INDEX_MASK
             session_id = session_prefix + str(session_number).zfill(8)
             customer_id = session_customers[index]
-            for (event_type, pid, path), second in zip(
-                session_steps[index], session_seconds[index], strict=True
-            ):
+            for (event_type, pid, path), second in zip(session_steps[index], session_seconds[index], strict=True):
                 n += 1
                 add(
                     (

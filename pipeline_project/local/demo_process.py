@@ -15,9 +15,7 @@ from pipeline_project.local.environment import DEMO_TOKEN
 class DemoSourceProcess:
     """`python -m pipeline_project.demo_source serve` in the background, stopped on exit."""
 
-    def __init__(
-        self, landing_dir: Path, end_date: date, days: int, port: int = 0, log_path: Path | None = None
-    ):
+    def __init__(self, landing_dir: Path, end_date: date, days: int, port: int = 0, log_path: Path | None = None):
         self.args = [
             sys.executable,
             "-m",

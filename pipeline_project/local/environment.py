@@ -46,10 +46,14 @@ def demo_source_wanted() -> bool:
     return not os.environ.get("SHOP_API_URL")
 
 
-def ensure_dbt_manifest() -> None:
-    """Parse the dbt project once so the code location can load without shelling out to dbt."""
+def ensure_dbt_manifest(force: bool = False) -> None:
+    """Parse the dbt project so the code location can load without shelling out to dbt.
+
+    Parsing in the environment runs will use lets dbt reuse the parse (partial parsing) at run time;
+    a parse under a different warehouse path would be thrown away ("profile has changed").
+    """
     manifest = REPO_ROOT / "dbt_project" / "target" / "manifest.json"
-    if manifest.exists():
+    if manifest.exists() and not force:
         return
     dbt = Path(sys.executable).parent / "dbt"
     subprocess.run(
@@ -57,3 +61,8 @@ def ensure_dbt_manifest() -> None:
         cwd=REPO_ROOT,
         check=True,
     )
+
+
+if __name__ == "__main__":
+    prepare_environment()
+    ensure_dbt_manifest(force=True)

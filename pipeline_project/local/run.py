@@ -50,9 +50,12 @@ def _progress_line(event, started: float) -> str | None:
     return None
 
 
-def run_pipeline(days: int, end_date: date, quiet: bool = False):
-    """Materialize every asset for the `days` partitions ending at `end_date`; return the RunSummary."""
-    import dagster as dg
+def run_pipeline(instance, days: int, end_date: date, log_path: Path, progress=print):
+    """Materialize every asset for the `days` partitions ending at `end_date`; return (RunSummary, seconds).
+
+    What the run writes to stdout (dbt's own log lines) goes to `log_path`; `progress` gets one line per
+    step, materialization and failed check while the run goes on.
+    """
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from pipeline_project.definitions import defs
@@ -60,7 +63,6 @@ def run_pipeline(days: int, end_date: date, quiet: bool = False):
 
     start_date = end_date - timedelta(days=days - 1)
     job = defs.resolve_job_def("shop_pipeline")
-    instance = dg.DagsterInstance.get()
     run_id = str(uuid.uuid4())
     outcome: dict = {}
 
@@ -76,23 +78,26 @@ def run_pipeline(days: int, end_date: date, quiet: bool = False):
                     ASSET_PARTITION_RANGE_END_TAG: end_date.isoformat(),
                 },
             )
-        except Exception as error:  # surfaced below, after the progress loop ends
+        except Exception as error:  # re-raised below, once the progress loop has ended
             outcome["error"] = error
 
     worker = threading.Thread(target=execute, name="pipeline-run")
     started = time.monotonic()
-    worker.start()
-    cursor = 0
-    while True:
-        finished = not worker.is_alive()
-        records = instance.all_logs(run_id) if instance.has_run(run_id) else []
-        for record in records[cursor:]:
-            if record.dagster_event and not quiet and (line := _progress_line(record.dagster_event, started)):
-                print(line, flush=True)
-        cursor = len(records)
-        if finished:
-            break
-        time.sleep(0.5)
+    cursor = None
+    with log_path.open("a") as log, contextlib.redirect_stdout(log):
+        worker.start()
+        while True:
+            finished = not worker.is_alive()
+            if instance.has_run(run_id):
+                connection = instance.get_records_for_run(run_id, cursor=cursor)
+                cursor = connection.cursor
+                for record in connection.records:
+                    event = record.event_log_entry.dagster_event
+                    if event and (line := _progress_line(event, started)):
+                        progress(line)
+            if finished:
+                break
+            time.sleep(0.5)
     if "error" in outcome:
         raise outcome["error"]
     return summarize_run(instance, run_id), time.monotonic() - started
@@ -135,10 +140,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    demo source at {source.url}", flush=True)
         else:
             print(f"==> using the configured source {os.environ['SHOP_API_URL']}", flush=True)
-        print(f"==> materializing {args.days} day(s) ending {end_date} (whole asset graph)", flush=True)
+        log_path = Path(os.environ["PIPELINE_LOG_DIR"]) / "run.log"
+        print(
+            f"==> materializing {args.days} day(s) ending {end_date} (whole asset graph; dbt log: {log_path})",
+            flush=True,
+        )
+        import dagster as dg
+
         from pipeline_project.local.summary import format_summary
 
-        summary, seconds = run_pipeline(args.days, end_date)
+        console = sys.stdout
+        summary, seconds = run_pipeline(
+            dg.DagsterInstance.get(),
+            args.days,
+            end_date,
+            log_path,
+            progress=lambda line: print(line, file=console, flush=True),
+        )
     print()
     print(format_summary(summary))
     verdict = "OK" if summary.ok else "FAILED"

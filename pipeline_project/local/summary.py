@@ -51,14 +51,10 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
         if event.event_type == DagsterEventType.STEP_START:
             step_started[event.step_key] = record.timestamp
         elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
-            step_seconds[event.step_key] = record.timestamp - step_started.get(
-                event.step_key, record.timestamp
-            )
+            step_seconds[event.step_key] = record.timestamp - step_started.get(event.step_key, record.timestamp)
             if event.event_type == DagsterEventType.STEP_FAILURE and first_error is None:
                 error = event.step_failure_data.error
-                first_error = (
-                    f"{event.step_key}: {error.message.strip().splitlines()[0] if error else 'failed'}"
-                )
+                first_error = f"{event.step_key}: {error.message.strip().splitlines()[0] if error else 'failed'}"
         elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
             materialization = event.event_specific_data.materialization
             summary = assets[materialization.asset_key.to_user_string()]
