@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
 from pipeline_project.policies import DBT_GROUPS, op_policy
 from pipeline_project.project import dbt_project
-from pipeline_project.resources import LakeResource, WarehouseResource
+from pipeline_project.resources import LakeResource, ShopDbtCliResource, WarehouseResource
 
 
 class ShopDbtTranslator(DagsterDbtTranslator):
@@ -45,7 +45,7 @@ _policy = op_policy(DBT_GROUPS)
     pool=_policy.pool,
 )
 def shop_dbt_assets(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, dbt: ShopDbtCliResource, lake: LakeResource, warehouse: WarehouseResource
 ):
     # dbt reads the lake and warehouse locations from the environment (profiles.yml, _sources.yml); hand
     # it the absolute paths this run resolved so it cannot disagree with the rest of the run.

@@ -1,18 +1,21 @@
 """The code location: every asset, check, job, schedule, sensor and resource, with the SLA policies applied."""
 
 import os
-import sys
-from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from pipeline_project.checks import mart_contract_checks
 from pipeline_project.dbt_assets import shop_dbt_assets
 from pipeline_project.ingestion import ingestion_assets
 from pipeline_project.policies import apply_sla_policies
 from pipeline_project.project import dbt_project
-from pipeline_project.resources import LakeResource, LandingResource, ShopApiResource, WarehouseResource
+from pipeline_project.resources import (
+    LakeResource,
+    LandingResource,
+    ShopApiResource,
+    WarehouseResource,
+    dbt_resource,
+)
 from pipeline_project.sensors import landing_file_sensor
 
 shop_pipeline_job = dg.define_asset_job(
@@ -48,8 +51,7 @@ defs = apply_sla_policies(
             "landing": LandingResource(directory=dg.EnvVar("LANDING_DIR")),
             "lake": LakeResource(root=dg.EnvVar("PIPELINE_LAKE_DIR")),
             "warehouse": WarehouseResource(path=dg.EnvVar("PIPELINE_WAREHOUSE_PATH")),
-            # The dbt next to this interpreter, so an un-activated virtualenv still finds it.
-            "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt")),
+            "dbt": dbt_resource(dbt_project),
         },
     )
 )
