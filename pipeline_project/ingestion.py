@@ -24,7 +24,9 @@ from pipeline_project.sources import ExtractStats, iter_landing_batches, landing
 API_TABLES = ("customers", "products", "orders", "order_items", "payments")
 LANDING_TABLES = ("web_events",)
 RECONCILIATION_CHECK = "source_reconciled"
-BATCH_ROWS = 50_000
+# Rows per contract check and Parquet row group: measured, 10k keeps peak memory flat from 1x to 10x
+# (50k rows of web events cost ~90 MB more at 10x) at no measurable cost in throughput.
+BATCH_ROWS = 10_000
 
 
 def raw_asset_key(table: str) -> dg.AssetKey:

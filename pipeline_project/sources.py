@@ -8,6 +8,8 @@ of a partition. Nothing here writes anywhere; ingestion decides what to keep.
 
 from __future__ import annotations
 
+import io
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,7 +77,11 @@ def day_filter(table: str, day: date) -> dict[str, str]:
 
 def to_frame(contract: RawTableContract, records: list[dict]) -> pl.DataFrame:
     """Type raw records by the contract's arrival schema; values of the wrong type become null (then fail)."""
-    frame = pl.DataFrame(records, schema=contract.arrival_schema, strict=False)
+    return _parse_timestamps(contract, pl.DataFrame(records, schema=contract.arrival_schema, strict=False))
+
+
+def _parse_timestamps(contract: RawTableContract, frame: pl.DataFrame) -> pl.DataFrame:
+    """ISO-8601 `...Z` strings to naive UTC datetimes; unparseable values become null (and then fail)."""
     return frame.with_columns(
         pl.col(name).str.to_datetime(TIMESTAMP_FORMAT, time_unit="us", strict=False)
         for name in contract.timestamp_columns
@@ -140,25 +146,28 @@ class ShopApiClient:
         """Yield the day's records of one table as typed batches, recording counts in `stats`."""
         path = f"/v1/{contract.name}"
         params = {**day_filter(contract.name, day), "limit": str(self._page_size)}
-        pending: list[dict] = []
+        # Pages become compact polars frames at once; only one page of Python dicts is alive at a time.
+        pending: list[pl.DataFrame] = []
+        pending_rows = 0
         while True:
             page = self._get_page(path, params)
             stats.pages += 1
             stats.bytes_read += page["_bytes"]
             if stats.source_reported_count is None:
                 stats.source_reported_count = page.get("total")
-            records = page["data"]
-            stats.fetched_count += len(records)
-            pending.extend(records)
-            if len(pending) >= batch_rows:
-                yield to_frame(contract, pending)
-                pending = []
+            frame = to_frame(contract, page["data"])
+            stats.fetched_count += frame.height
+            pending.append(frame)
+            pending_rows += frame.height
+            if pending_rows >= batch_rows:
+                yield pl.concat(pending)
+                pending, pending_rows = [], 0
             cursor = page.get("next_cursor")
             if not cursor:
                 break
             params["cursor"] = cursor
-        if pending or stats.pages == 1:
-            yield to_frame(contract, pending)
+        if pending:
+            yield pl.concat(pending)
 
 
 def landing_files(landing_dir: Path, table: str, day: date) -> list[Path]:
@@ -169,18 +178,22 @@ def landing_files(landing_dir: Path, table: str, day: date) -> list[Path]:
 def iter_landing_batches(
     contract: RawTableContract, files: list[Path], stats: ExtractStats, batch_rows: int = 50_000
 ) -> Iterator[pl.DataFrame]:
-    """Yield the records of landing files as typed batches; a file's line count is its reported count."""
+    """Yield the records of landing files as typed batches; a file's line count is its reported count.
+
+    Files are read `batch_rows` lines at a time, so memory is bounded by the batch, not the file.
+    """
     stats.source_reported_count = 0
     for path in files:
-        frame = pl.read_ndjson(path, schema=contract.arrival_schema)
         stats.files.append(path.name)
         stats.bytes_read += path.stat().st_size
-        stats.source_reported_count += frame.height
-        stats.fetched_count += frame.height
-        for offset in range(0, frame.height, batch_rows):
-            yield frame.slice(offset, batch_rows).with_columns(
-                pl.col(name).str.to_datetime(TIMESTAMP_FORMAT, time_unit="us", strict=False)
-                for name in contract.timestamp_columns
-            )
+        with path.open("rb") as handle:
+            while lines := list(itertools.islice(handle, batch_rows)):
+                stats.source_reported_count += len(lines)
+                stats.fetched_count += len(lines)
+                yield _parse_json_lines(contract, b"".join(lines))
     if not files:
         yield to_frame(contract, [])
+
+
+def _parse_json_lines(contract: RawTableContract, payload: bytes) -> pl.DataFrame:
+    return _parse_timestamps(contract, pl.read_ndjson(io.BytesIO(payload), schema=contract.arrival_schema))

@@ -9,7 +9,6 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from conftest import DAYS, TEST_SCALE, TOKEN
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from pipeline_project.checks import build_mart_contract_check
@@ -19,6 +18,8 @@ from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landin
 from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, raw_asset_key
 from pipeline_project.raw_store import Lake
 from pipeline_project.resources import WarehouseResource
+
+from conftest import DAYS, TEST_SCALE, TOKEN
 
 RAW_TABLES = [*API_TABLES, *LANDING_TABLES]
 MART_TABLES = ["daily_revenue", "customer_lifetime_value", "product_performance", "web_funnel"]
