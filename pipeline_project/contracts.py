@@ -291,6 +291,8 @@ def split_batch(contract: RawTableContract, batch: pl.DataFrame) -> tuple[pl.Dat
             {f"{c['column'] or c['failure_case']}: {c['check']}" for c in structural.iter_rows(named=True)}
         )
         raise ContractViolation(f"{contract.name}: batch does not match its contract: {'; '.join(problems)}")
+    if cases.is_empty():
+        return batch, batch.clear().with_columns(pl.lit(None, dtype=pl.String).alias(QUARANTINE_REASON))
     reasons = (
         cases.with_columns(
             rule=pl.concat_str(

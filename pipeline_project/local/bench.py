@@ -26,6 +26,8 @@ from pipeline_project.local.environment import REPO_ROOT
 
 END_DATE = date(2026, 3, 21)
 RESULTS = REPO_ROOT / "bench" / "results.json"
+README = REPO_ROOT / "README.md"
+TABLE_START, TABLE_END = "<!-- bench:start -->", "<!-- bench:end -->"
 SCENARIOS = {
     "7d_scale1": {"days": 7, "scale": 1.0, "mode": "dagster"},
     "7d_scale10": {"days": 7, "scale": 10.0, "mode": "dagster"},
@@ -186,15 +188,57 @@ def main() -> int:
             "dagster_share": round((dagster_wall - bare_wall) / dagster_wall, 3),
         }
     if "7d_scale1" in results and "7d_scale10" in results:
-        rss = {name: max(results[name]["peak_rss"].values()) for name in ("7d_scale1", "7d_scale10")}
+        one, ten = (results[name]["peak_rss"] for name in ("7d_scale1", "7d_scale10"))
         report["memory"] = {
-            **{f"{k}_peak_mb": v for k, v in rss.items()},
-            "growth_10x_over_1x": round(rss["7d_scale10"] / rss["7d_scale1"] - 1, 3),
+            "pipeline_process_1x_mb": one["pipeline_process_mb"],
+            "pipeline_process_10x_mb": ten["pipeline_process_mb"],
+            "pipeline_process_growth_10x_over_1x": round(
+                ten["pipeline_process_mb"] / one["pipeline_process_mb"] - 1, 3
+            ),
+            "dbt_duckdb_1x_mb": one["largest_child_mb"],
+            "dbt_duckdb_10x_mb": ten["largest_child_mb"],
         }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(REPO_ROOT)}")
+    if set(SCENARIOS) <= set(results):
+        readme = README.read_text()
+        before, rest = readme.split(TABLE_START, 1)
+        after = rest.split(TABLE_END, 1)[1]
+        README.write_text(f"{before}{TABLE_START}\n{format_table(report)}\n{TABLE_END}{after}")
+        print("updated the table in README.md")
     return 0
+
+
+def format_table(report: dict) -> str:
+    """The README's summary of a full benchmark report."""
+    scenarios = report["scenarios"]
+    lines = [
+        "| scenario | source rows | wall s | rows/min | extract | validate | write raw | dbt | checks "
+        "| orchestration | peak RSS pipeline / dbt MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, result in scenarios.items():
+        stages = result["stage_seconds"]
+        rss = result["peak_rss"]
+        lines.append(
+            f"| {name} | {result['source_rows']:,} | {result['wall_seconds']} | {result['source_rows_per_minute']:,} "
+            f"| {stages['extract']} | {stages['validate']} | {stages['write_raw']} | {stages['dbt']} "
+            f"| {stages['checks']} | {stages['orchestration_overhead']} "
+            f"| {rss['pipeline_process_mb']:.0f} / {rss['largest_child_mb']:.0f} |"
+        )
+    fixed = report["fixed_cost"]
+    memory = report["memory"]
+    lines += [
+        "",
+        f"Fixed cost of a run (one nearly empty day, every stage): {fixed['dagster_seconds']} s through Dagster, "
+        f"{fixed['bare_seconds']} s bare; Dagster's share {fixed['dagster_share']:.0%}.",
+        f"Peak RSS of the pipeline process, 1x -> 10x: {memory['pipeline_process_1x_mb']:.0f} -> "
+        f"{memory['pipeline_process_10x_mb']:.0f} MB ({memory['pipeline_process_growth_10x_over_1x']:+.0%}); "
+        f"dbt's DuckDB process: {memory['dbt_duckdb_1x_mb']:.0f} -> {memory['dbt_duckdb_10x_mb']:.0f} MB "
+        f"(memory_limit 1GB). Measured {report['measured_at']} on {report['machine']['cpus']} CPUs.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
