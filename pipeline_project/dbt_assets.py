@@ -51,4 +51,26 @@ def shop_dbt_assets(
     # it the absolute paths this run resolved so it cannot disagree with the rest of the run.
     os.environ["PIPELINE_LAKE_DIR"] = str(lake.lake().root)
     os.environ["PIPELINE_WAREHOUSE_PATH"] = str(warehouse.resolved_path)
-    yield from dbt.cli(["build"], context=context).stream()
+    invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+    yield from invocation.stream()
+    if invocation.is_successful():
+        return
+    # A failing dbt test is a data problem, reported by its failed asset check; retrying the step would only
+    # fail it again. A model or snapshot that did not build (or a dbt that did not run) fails the step,
+    # which the retry policy retries.
+    results = _run_results(invocation)
+    not_built = [r for r in results if r["status"] == "error" and not r["unique_id"].startswith("test.")]
+    failed_tests = [r for r in results if r["status"] in ("fail", "error") and r["unique_id"].startswith("test.")]
+    if not_built or not failed_tests:
+        messages = [f"{r['unique_id']}: {(r.get('message') or r['status']).splitlines()[0]}" for r in not_built]
+        raise dg.Failure(
+            description=f"dbt build failed: {'; '.join(messages) or 'dbt exited with an error, see the dbt log'}",
+            metadata={"not_built": dg.MetadataValue.json([r["unique_id"] for r in not_built])},
+        )
+
+
+def _run_results(invocation) -> list[dict]:
+    try:
+        return invocation.get_artifact("run_results.json")["results"]
+    except FileNotFoundError:
+        return []

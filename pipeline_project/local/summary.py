@@ -52,9 +52,10 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
             step_started[event.step_key] = record.timestamp
         elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
             step_seconds[event.step_key] = record.timestamp - step_started.get(event.step_key, record.timestamp)
-            if event.event_type == DagsterEventType.STEP_FAILURE and first_error is None:
-                error = event.step_failure_data.error
-                first_error = f"{event.step_key}: {error.message.strip().splitlines()[0] if error else 'failed'}"
+            error = event.step_failure_data.error if event.event_type == DagsterEventType.STEP_FAILURE else None
+            # A step that failed only because a blocking check failed is already counted as that check.
+            if error and error.cls_name != "DagsterAssetCheckFailedError" and first_error is None:
+                first_error = f"{event.step_key}: {error.message.strip().splitlines()[0]}"
         elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
             materialization = event.event_specific_data.materialization
             summary = assets[materialization.asset_key.to_user_string()]
