@@ -18,12 +18,14 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help run dev stop test bench lint manifest clean install
+.PHONY: help run dev serve-readonly stop test check bench lint manifest clean install
 
 help:
 	@echo "make run     materialize the whole pipeline for the last $(DAYS) days (DAYS=n to change) and print a summary"
 	@echo "make dev     Dagster UI + daemon on http://127.0.0.1:3000 with the demo source (make stop to end it)"
 	@echo "make test    the whole test suite (what CI runs)"
+	@echo "make check   CI gate: materialize a sample, run every asset check, fail on any ERROR (JUnit XML in test-artifacts/)"
+	@echo "make serve-readonly   the UI in read-only mode on http://127.0.0.1:3001"
 	@echo "make bench   benchmarks at 1x and 10x scale -> bench/results.json"
 	@echo "make clean   remove all local state (.state/) and the dbt build artifacts"
 
@@ -50,12 +52,23 @@ run: $(MANIFEST)
 dev: $(MANIFEST)
 	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev
 
+serve-readonly: $(MANIFEST)
+	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev --read-only
+
 stop:
-	@if [ -f $(STATE_DIR)/dev.pid ]; then kill -TERM "$$(cat $(STATE_DIR)/dev.pid)" && echo "stopping make dev"; \
-	else echo "make dev is not running"; fi
+	@pid_file=$(STATE_DIR)/dev.pid; \
+	if [ -f $$pid_file ] && kill -0 "$$(cat $$pid_file)" 2>/dev/null; then \
+	  pid=$$(cat $$pid_file); kill -TERM $$pid; echo "stopping make dev (pid $$pid)"; \
+	  for _ in $$(seq 60); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; \
+	  if kill -0 $$pid 2>/dev/null; then echo "make dev (pid $$pid) is still running after 30 s"; exit 1; fi; \
+	  echo "stopped"; \
+	else echo "make dev is not running"; rm -f $$pid_file; fi
 
 test: $(MANIFEST)
 	$(BIN)/python -m pytest
+
+check: $(MANIFEST)
+	$(BIN)/python -m pipeline_project.local.check
 
 bench: $(MANIFEST)
 	$(BIN)/python -m pipeline_project.local.bench
@@ -64,4 +77,4 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check pipeline_project tests
 
 clean:
-	rm -rf $(STATE_DIR) dbt_project/target dbt_project/logs
+	rm -rf $(STATE_DIR) dbt_project/target dbt_project/logs test-artifacts

@@ -28,11 +28,9 @@ def count_failures(contract: MartContract, cases: pl.DataFrame) -> dict[str, dic
 
 
 def _sample(contract: MartContract, cases: pl.DataFrame, severity: str) -> str:
-    rows = [
-        row
-        for row in cases.iter_rows(named=True)
-        if contract.severity(row["column"], row["check"]) == severity
-    ][:SAMPLE_ROWS]
+    rows = [row for row in cases.iter_rows(named=True) if contract.severity(row["column"], row["check"]) == severity][
+        :SAMPLE_ROWS
+    ]
     if not rows:
         return "no failing rows"
     lines = ["| row | rule | value |", "|---|---|---|"]

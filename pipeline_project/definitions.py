@@ -6,7 +6,7 @@ import dagster as dg
 
 from pipeline_project.checks import mart_contract_checks
 from pipeline_project.dbt_assets import shop_dbt_assets
-from pipeline_project.ingestion import ingestion_assets
+from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, ingestion_assets, raw_asset_key
 from pipeline_project.policies import apply_sla_policies
 from pipeline_project.project import dbt_project
 from pipeline_project.resources import (
@@ -22,6 +22,15 @@ shop_pipeline_job = dg.define_asset_job(
     "shop_pipeline",
     selection=dg.AssetSelection.all(),
     description="Every asset: ingestion of the selected days, then one dbt build and the mart contracts.",
+)
+
+# Every check that can run without rematerializing its asset: dbt tests and mart contracts. (The
+# reconciliation checks are part of their ingestion step, which verifies what it just wrote.)
+asset_checks_job = dg.define_asset_job(
+    "asset_checks",
+    selection=dg.AssetSelection.all_asset_checks()
+    - dg.AssetSelection.checks_for_assets(*[raw_asset_key(table) for table in (*API_TABLES, *LANDING_TABLES)]),
+    description="Runs the dbt tests and mart contracts against the warehouse as it is, materializing nothing.",
 )
 
 daily_schedule = dg.build_schedule_from_partitioned_job(
@@ -42,7 +51,7 @@ defs = apply_sla_policies(
     dg.Definitions(
         assets=[*ingestion_assets, shop_dbt_assets],
         asset_checks=mart_contract_checks,
-        jobs=[shop_pipeline_job],
+        jobs=[shop_pipeline_job, asset_checks_job],
         schedules=[daily_schedule],
         sensors=[landing_file_sensor],
         executor=EXECUTORS[executor_name],

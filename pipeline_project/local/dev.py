@@ -1,5 +1,8 @@
 """`make dev`: the demo source, then the Dagster webserver and daemon on 127.0.0.1, stopped together.
 
+`make serve-readonly` (`--read-only`): only the webserver, in read-only mode (nothing can be launched or
+switched on or off), for showing the pipeline to people who should not operate it.
+
 `dagster dev` runs in its own process group with default signal handling (a child started from a
 non-interactive shell would otherwise inherit an ignored SIGINT, which Dagster copies onto SIGTERM), so
 Ctrl-C here or `make stop` ends the webserver, the daemon, the code server and the demo source.
@@ -7,6 +10,7 @@ Ctrl-C here or `make stop` ends the webserver, the daemon, the code server and t
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -42,14 +46,17 @@ def _stop_group(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--read-only", action="store_true", help="webserver only, no launching or toggling")
+    args = parser.parse_args(argv)
     settings = prepare_environment()
     ensure_dbt_manifest()
     host = os.environ.get("DAGSTER_HOST", "127.0.0.1")
-    port = os.environ.get("DAGSTER_PORT", "3000")
+    port = os.environ.get("DAGSTER_PORT", "3001" if args.read_only else "3000")
     pid_file = Path(settings["PIPELINE_STATE_DIR"]) / PID_FILE_NAME
     source = None
-    if demo_source_wanted():
+    if demo_source_wanted() and not args.read_only:
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
         source = DemoSourceProcess(
             Path(settings["LANDING_DIR"]),
@@ -61,8 +68,14 @@ def main() -> int:
         os.environ["SHOP_API_URL"] = source.start()
         os.environ.setdefault("SHOP_API_TOKEN", "demo-token")
         print(f"demo shop source at {os.environ['SHOP_API_URL']}", flush=True)
+    bin_dir = Path(sys.executable).parent
+    command = (
+        [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", host, "-p", port, "--read-only"]
+        if args.read_only
+        else [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", host, "-p", port]
+    )
     dagster = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", host, "-p", port],
+        command,
         cwd=REPO_ROOT,
         start_new_session=True,
         preexec_fn=_reset_signals,
@@ -74,7 +87,8 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, shut_down)
     signal.signal(signal.SIGTERM, shut_down)
-    print(f"Dagster UI on http://{host}:{port} (Ctrl-C or `make stop` to stop everything)", flush=True)
+    mode = " (read-only)" if args.read_only else ""
+    print(f"Dagster UI{mode} on http://{host}:{port} (Ctrl-C or `make stop` to stop everything)", flush=True)
     try:
         return dagster.wait()
     finally:

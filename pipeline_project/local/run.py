@@ -51,37 +51,39 @@ def _progress_line(event, started: float) -> str | None:
 
 
 def run_pipeline(instance, days: int, end_date: date, log_path: Path, progress=print):
-    """Materialize every asset for the `days` partitions ending at `end_date`; return (RunSummary, seconds).
+    """Materialize every asset for the `days` partitions ending at `end_date`; return (RunSummary, seconds)."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    start_date = end_date - timedelta(days=days - 1)
+    tags = {
+        ASSET_PARTITION_RANGE_START_TAG: start_date.isoformat(),
+        ASSET_PARTITION_RANGE_END_TAG: end_date.isoformat(),
+    }
+    return execute_job(instance, "shop_pipeline", tags, log_path, progress)
+
+
+def execute_job(instance, job_name: str, tags: dict[str, str], log_path: Path, progress=print):
+    """Run one job of the code location in this process; return (RunSummary, seconds).
 
     What the run writes to stdout (dbt's own log lines) goes to `log_path`; `progress` gets one line per
     step, materialization and failed check while the run goes on.
     """
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
     from pipeline_project.definitions import defs
     from pipeline_project.local.summary import summarize_run
 
-    start_date = end_date - timedelta(days=days - 1)
-    job = defs.resolve_job_def("shop_pipeline")
+    job = defs.resolve_job_def(job_name)
     run_id = str(uuid.uuid4())
     outcome: dict = {}
 
     def execute() -> None:
         try:
             outcome["result"] = job.execute_in_process(
-                run_config=RUN_CONFIG,
-                instance=instance,
-                run_id=run_id,
-                raise_on_error=False,
-                tags={
-                    ASSET_PARTITION_RANGE_START_TAG: start_date.isoformat(),
-                    ASSET_PARTITION_RANGE_END_TAG: end_date.isoformat(),
-                },
+                run_config=RUN_CONFIG, instance=instance, run_id=run_id, raise_on_error=False, tags=tags
             )
         except Exception as error:  # re-raised below, once the progress loop has ended
             outcome["error"] = error
 
-    worker = threading.Thread(target=execute, name="pipeline-run")
+    worker = threading.Thread(target=execute, name=f"{job_name}-run")
     started = time.monotonic()
     cursor = None
     with log_path.open("a") as log, contextlib.redirect_stdout(log):
