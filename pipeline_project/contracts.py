@@ -36,8 +36,16 @@ def _warn(**kwargs) -> dict:
     return {"metadata": {"severity": WARN}, **kwargs}
 
 
+class Contract(pa.DataFrameModel):
+    """Base of every contract: no unexpected columns, and no coercion that would hide type drift."""
+
+    class Config:
+        strict = True
+        coerce = False
+
+
 # ---------------------------------------------------------------------------------------------- raw
-class RawCustomers(pa.DataFrameModel):
+class RawCustomers(Contract):
     customer_id: int = pa.Field(ge=1)
     email: str = pa.Field(str_matches=EMAIL_PATTERN)
     full_name: str = pa.Field(str_length={"min_value": 1})
@@ -48,12 +56,8 @@ class RawCustomers(pa.DataFrameModel):
     signup_at: pl.Datetime = pa.Field()
     updated_at: pl.Datetime = pa.Field()
 
-    class Config:
-        strict = True
-        coerce = False
 
-
-class RawProducts(pa.DataFrameModel):
+class RawProducts(Contract):
     product_id: int = pa.Field(ge=1)
     sku: str = pa.Field(str_length={"min_value": 1})
     product_name: str = pa.Field()
@@ -63,12 +67,8 @@ class RawProducts(pa.DataFrameModel):
     is_active: bool = pa.Field()
     updated_at: pl.Datetime = pa.Field()
 
-    class Config:
-        strict = True
-        coerce = False
 
-
-class RawOrders(pa.DataFrameModel):
+class RawOrders(Contract):
     order_id: int = pa.Field(ge=1)
     customer_id: int = pa.Field(ge=1)
     order_status: str = pa.Field(isin=ORDER_STATUSES)
@@ -77,12 +77,8 @@ class RawOrders(pa.DataFrameModel):
     ordered_at: pl.Datetime = pa.Field()
     updated_at: pl.Datetime = pa.Field()
 
-    class Config:
-        strict = True
-        coerce = False
 
-
-class RawOrderItems(pa.DataFrameModel):
+class RawOrderItems(Contract):
     order_item_id: int = pa.Field(ge=1)
     order_id: int = pa.Field(ge=1)
     product_id: int = pa.Field(ge=1)
@@ -92,12 +88,8 @@ class RawOrderItems(pa.DataFrameModel):
     ordered_at: pl.Datetime = pa.Field()
     updated_at: pl.Datetime = pa.Field()
 
-    class Config:
-        strict = True
-        coerce = False
 
-
-class RawPayments(pa.DataFrameModel):
+class RawPayments(Contract):
     payment_id: int = pa.Field(ge=1)
     order_id: int = pa.Field(ge=1)
     payment_method: str = pa.Field(isin=PAYMENT_METHODS)
@@ -106,12 +98,8 @@ class RawPayments(pa.DataFrameModel):
     paid_at: pl.Datetime = pa.Field()
     updated_at: pl.Datetime = pa.Field()
 
-    class Config:
-        strict = True
-        coerce = False
 
-
-class RawWebEvents(pa.DataFrameModel):
+class RawWebEvents(Contract):
     event_id: str = pa.Field(str_length={"min_value": 1})
     session_id: str = pa.Field(str_length={"min_value": 1})
     customer_id: int = pa.Field(ge=1, nullable=True)
@@ -119,10 +107,6 @@ class RawWebEvents(pa.DataFrameModel):
     product_id: int = pa.Field(ge=1, nullable=True)
     page_path: str = pa.Field()
     occurred_at: pl.Datetime = pa.Field()
-
-    class Config:
-        strict = True
-        coerce = False
 
 
 @dataclass(frozen=True)
@@ -161,7 +145,7 @@ RAW_CONTRACTS: dict[str, RawTableContract] = {
 
 
 # -------------------------------------------------------------------------------------------- marts
-class DailyRevenueContract(pa.DataFrameModel):
+class DailyRevenueContract(Contract):
     order_date: pl.Date = pa.Field(unique=True)
     orders_count: int = pa.Field(ge=0)
     billable_orders_count: int = pa.Field(ge=0)
@@ -184,12 +168,8 @@ class DailyRevenueContract(pa.DataFrameModel):
     def has_orders_every_day(cls, data) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col("orders_count") > 0)
 
-    class Config:
-        strict = True
-        coerce = False
 
-
-class CustomerLifetimeValueContract(pa.DataFrameModel):
+class CustomerLifetimeValueContract(Contract):
     customer_id: int = pa.Field(ge=1, unique=True)
     email: str = pa.Field(nullable=True, **_warn(str_matches=EMAIL_PATTERN))
     country: str = pa.Field(nullable=True)
@@ -209,10 +189,6 @@ class CustomerLifetimeValueContract(pa.DataFrameModel):
     @pa.dataframe_check
     def revenue_only_with_orders(cls, data) -> pl.LazyFrame:
         return data.lazyframe.select((pl.col("orders_count") > 0) | (pl.col("lifetime_revenue") == 0))
-
-    class Config:
-        strict = True
-        coerce = False
 
 
 @dataclass(frozen=True)

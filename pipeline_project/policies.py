@@ -9,7 +9,7 @@ policy, pool) are read from here by the asset factories, since Dagster sets thos
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import dagster as dg
@@ -39,6 +39,16 @@ _WAREHOUSE_RETRY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EX
 _DAILY = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=26), warn_window=timedelta(hours=25))
 _DAILY_MART = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=27), warn_window=timedelta(hours=26))
 
+_TRANSFORMATION = SlaPolicy(
+    freshness=_DAILY_MART,
+    owners=("team:analytics-engineering",),
+    severity="WARN",
+    runbook="runbooks/transformation-failure.md",
+    alert_route="analytics-engineering",
+    retry=_WAREHOUSE_RETRY,
+    pool=WAREHOUSE_POOL,
+)
+
 SLA_CATALOGUE: dict[str, SlaPolicy] = {
     INGESTION_GROUP: SlaPolicy(
         freshness=_DAILY,
@@ -49,42 +59,16 @@ SLA_CATALOGUE: dict[str, SlaPolicy] = {
         retry=_INGESTION_RETRY,
         pool=None,
     ),
-    "staging": SlaPolicy(
-        freshness=_DAILY_MART,
-        owners=("team:analytics-engineering",),
-        severity="WARN",
-        runbook="runbooks/transformation-failure.md",
-        alert_route="analytics-engineering",
-        retry=_WAREHOUSE_RETRY,
-        pool=WAREHOUSE_POOL,
-    ),
-    "intermediate": SlaPolicy(
-        freshness=_DAILY_MART,
-        owners=("team:analytics-engineering",),
-        severity="WARN",
-        runbook="runbooks/transformation-failure.md",
-        alert_route="analytics-engineering",
-        retry=_WAREHOUSE_RETRY,
-        pool=WAREHOUSE_POOL,
-    ),
-    "marts": SlaPolicy(
-        freshness=_DAILY_MART,
-        owners=("team:analytics-engineering",),
+    "staging": _TRANSFORMATION,
+    "intermediate": _TRANSFORMATION,
+    # What dashboards read: a late or wrong mart pages the on-call.
+    "marts": replace(
+        _TRANSFORMATION,
         severity="ERROR",
         runbook="runbooks/freshness-breach.md",
         alert_route="analytics-engineering-oncall",
-        retry=_WAREHOUSE_RETRY,
-        pool=WAREHOUSE_POOL,
     ),
-    "snapshots": SlaPolicy(
-        freshness=_DAILY_MART,
-        owners=("team:analytics-engineering",),
-        severity="WARN",
-        runbook="runbooks/transformation-failure.md",
-        alert_route="analytics-engineering",
-        retry=_WAREHOUSE_RETRY,
-        pool=WAREHOUSE_POOL,
-    ),
+    "snapshots": _TRANSFORMATION,
 }
 
 
