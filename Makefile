@@ -18,12 +18,13 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help run dev serve-readonly stop test check bench lint manifest clean install
+.PHONY: help run dev serve-readonly stop test faults check bench lint manifest clean install
 
 help:
 	@echo "make run     materialize the whole pipeline for the last $(DAYS) days (DAYS=n to change) and print a summary"
 	@echo "make dev     Dagster UI + daemon on http://127.0.0.1:3000 with the demo source (make stop to end it)"
 	@echo "make test    the whole test suite (what CI runs)"
+	@echo "make faults  the fault-injection tests alone (they are part of make test)"
 	@echo "make check   CI gate: materialize a sample, run every asset check, fail on any ERROR (JUnit XML in test-artifacts/)"
 	@echo "make serve-readonly   the UI in read-only mode on http://127.0.0.1:3001"
 	@echo "make bench   benchmarks at 1x and 10x scale -> bench/results.json"
@@ -66,6 +67,9 @@ stop:
 
 test: $(MANIFEST)
 	$(BIN)/python -m pytest
+
+faults: $(MANIFEST)
+	$(BIN)/python -m pytest tests/faults
 
 check: $(MANIFEST)
 	$(BIN)/python -m pipeline_project.local.check

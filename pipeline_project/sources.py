@@ -13,7 +13,8 @@ import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
@@ -50,6 +51,36 @@ def _is_transient(error: BaseException) -> bool:
         status = error.response.status_code
         return status == 429 or status >= 500
     return False
+
+
+def _retry_after_seconds(error: BaseException | None) -> float | None:
+    """The server's Retry-After (delta-seconds or an HTTP date) on a 429/503, if it sent one."""
+    if not isinstance(error, httpx.HTTPStatusError):
+        return None
+    value = error.response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+class RetryAfterOrBackoff:
+    """Tenacity wait: honour the server's Retry-After, capped, else exponential backoff with jitter."""
+
+    def __init__(self, backoff, max_retry_after_seconds: float) -> None:
+        self.backoff = backoff
+        self.max_retry_after_seconds = max_retry_after_seconds
+
+    def __call__(self, retry_state) -> float:
+        retry_after = _retry_after_seconds(retry_state.outcome.exception() if retry_state.outcome else None)
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after_seconds)
+        return self.backoff(retry_state)
 
 
 @dataclass
@@ -100,7 +131,9 @@ class ShopApiClient:
         timeout_seconds: float = 30.0,
         max_attempts: int = 5,
         max_backoff_seconds: float = 30.0,
+        max_retry_after_seconds: float = 60.0,
     ) -> None:
+        self._token = token
         self._client = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
@@ -110,7 +143,9 @@ class ShopApiClient:
         self._retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             stop=stop_after_attempt(max_attempts),
-            wait=wait_exponential_jitter(multiplier=0.5, max=max_backoff_seconds),
+            wait=RetryAfterOrBackoff(
+                wait_exponential_jitter(multiplier=0.5, max=max_backoff_seconds), max_retry_after_seconds
+            ),
             before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=True,
         )
@@ -133,12 +168,15 @@ class ShopApiClient:
         try:
             response = self._retrying(attempt)
         except httpx.HTTPStatusError as err:
-            raise SourceError(
-                f"GET {path} answered HTTP {err.response.status_code}: {err.response.text[:200]}"
-            ) from None
+            detail = self._redact(err.response.text[:200])
+            raise SourceError(f"GET {path} answered HTTP {err.response.status_code}: {detail}") from None
         except httpx.TransportError as err:
-            raise SourceError(f"GET {path} failed: {type(err).__name__}: {err}") from None
+            raise SourceError(f"GET {path} failed: {type(err).__name__}: {self._redact(str(err))}") from None
         return orjson.loads(response.content) | {"_bytes": len(response.content)}
+
+    def _redact(self, text: str) -> str:
+        """Error text from a server may echo what it was sent; the token never leaves in a message."""
+        return text.replace(self._token, "***") if self._token else text
 
     def iter_batches(
         self, contract: RawTableContract, day: date, stats: ExtractStats, batch_rows: int = 50_000
