@@ -126,8 +126,7 @@ def run_scenario(name: str) -> dict:
     landing_started = time.monotonic()
     with DemoSourceProcess(Path(settings["LANDING_DIR"]), END_DATE, scenario["days"]) as source:
         landing_seconds = time.monotonic() - landing_started
-        os.environ["SHOP_API_URL"] = source.url
-        os.environ["SHOP_API_TOKEN"] = "demo-token"
+        source.export_settings()
         timings = _run_dagster(scenario["days"]) if scenario["mode"] == "dagster" else _run_bare(scenario["days"])
     stages = _stage_seconds_from_manifests(Path(settings["PIPELINE_LAKE_DIR"]))
     source_rows = stages.pop("source_rows")

@@ -138,8 +138,7 @@ def gate(state_dir: Path, days: int, scale: float, checks_only: bool, junit: Pat
         end_date = datetime.now(UTC).date() - timedelta(days=1)
         print(f"==> materializing a sample ({days} day(s) at scale {scale}) into {state_dir}", flush=True)
         with DemoSourceProcess(Path(settings["LANDING_DIR"]), end_date, days, log_path=log_path) as source:
-            os.environ["SHOP_API_URL"] = source.url
-            os.environ["SHOP_API_TOKEN"] = os.environ.get("SHOP_API_TOKEN") or "demo-token"
+            source.export_settings()
             summary, _ = run_pipeline(instance, days, end_date, log_path, progress)
     outcomes = check_outcomes(instance, summary.run_id)
     # A run that failed only because blocking checks failed has no other error: those checks are the report.

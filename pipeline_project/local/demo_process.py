@@ -33,11 +33,12 @@ class DemoSourceProcess:
             str(days),
         ]
         self.log_path = log_path
+        self.token = os.environ.get("SHOP_API_TOKEN") or DEMO_TOKEN
         self.process: subprocess.Popen | None = None
         self.url: str | None = None
 
     def start(self) -> str:
-        env = {**os.environ, "SHOP_API_TOKEN": os.environ.get("SHOP_API_TOKEN") or DEMO_TOKEN}
+        env = {**os.environ, "SHOP_API_TOKEN": self.token}
         stderr = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=stderr, env=env, text=True)
         line = self.process.stdout.readline().strip()
@@ -46,6 +47,11 @@ class DemoSourceProcess:
             raise RuntimeError(f"the demo source did not start (see {self.log_path}): {line!r}")
         self.url = line.split(" ", 1)[1]
         return self.url
+
+    def export_settings(self) -> None:
+        """Point this process's source settings (what the code location reads) at the running demo source."""
+        os.environ["SHOP_API_URL"] = self.url
+        os.environ["SHOP_API_TOKEN"] = self.token
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

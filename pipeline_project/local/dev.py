@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             port=int(os.environ.get("SHOP_DEMO_PORT", "8765")),
             log_path=Path(settings["PIPELINE_LOG_DIR"]) / "demo_source.log",
         )
-        os.environ["SHOP_API_URL"] = source.start()
-        os.environ.setdefault("SHOP_API_TOKEN", "demo-token")
+        source.start()
+        source.export_settings()
         print(f"demo shop source at {os.environ['SHOP_API_URL']}", flush=True)
     bin_dir = Path(sys.executable).parent
     command = (

@@ -137,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                     log_path=Path(os.environ["PIPELINE_LOG_DIR"]) / "demo_source.log",
                 )
             )
-            os.environ["SHOP_API_URL"] = source.url
-            os.environ.setdefault("SHOP_API_TOKEN", "demo-token")
+            source.export_settings()
             print(f"    demo source at {source.url}", flush=True)
         else:
             print(f"==> using the configured source {os.environ['SHOP_API_URL']}", flush=True)
