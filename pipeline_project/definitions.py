@@ -6,7 +6,7 @@ import dagster as dg
 
 from pipeline_project.checks import mart_contract_checks
 from pipeline_project.dbt_assets import shop_dbt_assets
-from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, ingestion_assets, raw_asset_key
+from pipeline_project.ingestion import ingestion_assets
 from pipeline_project.policies import apply_sla_policies
 from pipeline_project.project import dbt_project
 from pipeline_project.resources import (
@@ -29,7 +29,7 @@ shop_pipeline_job = dg.define_asset_job(
 asset_checks_job = dg.define_asset_job(
     "asset_checks",
     selection=dg.AssetSelection.all_asset_checks()
-    - dg.AssetSelection.checks_for_assets(*[raw_asset_key(table) for table in (*API_TABLES, *LANDING_TABLES)]),
+    - dg.AssetSelection.checks_for_assets(*ingestion_assets),
     description="Runs the dbt tests and mart contracts against the warehouse as it is, materializing nothing.",
 )
 
