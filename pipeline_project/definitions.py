@@ -28,8 +28,7 @@ shop_pipeline_job = dg.define_asset_job(
 # reconciliation checks are part of their ingestion step, which verifies what it just wrote.)
 asset_checks_job = dg.define_asset_job(
     "asset_checks",
-    selection=dg.AssetSelection.all_asset_checks()
-    - dg.AssetSelection.checks_for_assets(*ingestion_assets),
+    selection=dg.AssetSelection.all_asset_checks() - dg.AssetSelection.checks_for_assets(*ingestion_assets),
     description="Runs the dbt tests and mart contracts against the warehouse as it is, materializing nothing.",
 )
 

@@ -9,6 +9,7 @@ quarantined rows, or whose files no longer match the manifest, stops everything 
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import dagster as dg
@@ -19,7 +20,7 @@ from pipeline_project.partitions import daily_partitions
 from pipeline_project.policies import INGESTION_GROUP, SLA_CATALOGUE
 from pipeline_project.raw_store import Lake, PartitionManifest
 from pipeline_project.resources import LakeResource, LandingResource, ShopApiResource
-from pipeline_project.sources import ExtractStats, iter_landing_batches, landing_files
+from pipeline_project.sources import ExtractStats, SourceError, iter_landing_batches, landing_files
 
 API_TABLES = ("customers", "products", "orders", "order_items", "payments")
 LANDING_TABLES = ("web_events",)
@@ -103,6 +104,16 @@ def reconciliation_result(table: str, lake: Lake, days: list[date]) -> dg.AssetC
     )
 
 
+@contextmanager
+def _step_retry_only_if_it_can_help():
+    """The client already retried transient failures; the step's RetryPolicy gets another go at those
+    (a source that is down for minutes), but a rejected token or request fails the run at once."""
+    try:
+        yield
+    except SourceError as error:
+        raise dg.Failure(description=str(error), allow_retries=error.retryable) from None
+
+
 def _partition_days(context: dg.AssetExecutionContext) -> list[date]:
     return [date.fromisoformat(key) for key in context.partition_keys]
 
@@ -141,7 +152,7 @@ def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         raw_layer = lake.lake()
         days = _partition_days(context)
-        with shop_api.client() as client:
+        with shop_api.client() as client, _step_retry_only_if_it_can_help():
             for day in days:
                 manifest = load_partition(
                     raw_layer,

@@ -41,7 +41,15 @@ UPDATED_FILTERED = {"customers", "products"}
 
 
 class SourceError(Exception):
-    """The source could not be read completely; the message names the endpoint, never a credential."""
+    """The source could not be read completely; the message names the endpoint, never a credential.
+
+    `retryable` says whether trying again later can help (an outage, a timeout) or cannot (a rejected
+    token, a bad request).
+    """
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -169,9 +177,13 @@ class ShopApiClient:
             response = self._retrying(attempt)
         except httpx.HTTPStatusError as err:
             detail = self._redact(err.response.text[:200])
-            raise SourceError(f"GET {path} answered HTTP {err.response.status_code}: {detail}") from None
+            raise SourceError(
+                f"GET {path} answered HTTP {err.response.status_code}: {detail}", retryable=_is_transient(err)
+            ) from None
         except httpx.TransportError as err:
-            raise SourceError(f"GET {path} failed: {type(err).__name__}: {self._redact(str(err))}") from None
+            raise SourceError(
+                f"GET {path} failed: {type(err).__name__}: {self._redact(str(err))}", retryable=True
+            ) from None
         return orjson.loads(response.content) | {"_bytes": len(response.content)}
 
     def _redact(self, text: str) -> str:
