@@ -12,7 +12,7 @@ import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from pipeline_project.checks import build_mart_contract_check
-from pipeline_project.contracts import MART_CONTRACTS
+from pipeline_project.contracts import MART_CONTRACTS, RAW_CONTRACTS
 from pipeline_project.definitions import defs
 from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, raw_asset_key
@@ -186,14 +186,7 @@ def test_bad_records_are_quarantined_with_the_rule_they_broke(state_dir, instanc
         assert manifest.source_reported_count == world.record_counts(day)[table]
         assert manifest.source_reported_count == manifest.loaded_count + manifest.quarantined_count
         assert manifest.quarantined_count == len(bad)
-        key = {
-            "customers": "customer_id",
-            "products": "product_id",
-            "orders": "order_id",
-            "order_items": "order_item_id",
-            "payments": "payment_id",
-            "web_events": "event_id",
-        }[table]
+        key = RAW_CONTRACTS[table].primary_key
         with duckdb.connect() as connection:
             quarantined = dict(
                 connection.execute(
