@@ -56,11 +56,7 @@ def load_partition(
             valid, quarantined = split_batch(contract, batch)
             seconds["validate"] += time.perf_counter() - started
             writer.append(valid, quarantined)
-        return writer.commit(
-            stats.source_reported_count,
-            stats.fetched_count,
-            {stage: round(value, 4) for stage, value in seconds.items()},
-        )
+        return writer.commit(stats, {stage: round(value, 4) for stage, value in seconds.items()})
 
 
 def partition_metadata(manifest: PartitionManifest, lake: Lake) -> dict:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline_project.contracts import QUARANTINE_REASON, RawTableContract
+from pipeline_project.sources import ExtractStats
 
 LINEAGE_SCHEMA = {"_partition_date": pl.Date, "_batch_id": pl.String, "_loaded_at": pl.Datetime("us")}
 
@@ -48,6 +49,9 @@ class PartitionManifest:
     quarantine_sha256: str
     committed_at: str
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    pages: int = 0
+    bytes_read: int = 0
+    source_files: list[str] = field(default_factory=list)
 
     @property
     def reconciled(self) -> bool:
@@ -192,9 +196,7 @@ class PartitionWriter:
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)
 
-    def commit(
-        self, source_reported_count: int | None, fetched_count: int, stage_seconds: dict[str, float]
-    ) -> PartitionManifest:
+    def commit(self, extracted: ExtractStats, stage_seconds: dict[str, float]) -> PartitionManifest:
         """Move data, then quarantine, then the manifest into place; return the manifest."""
         started = time.perf_counter()
         for kind in ("data", "quarantine"):
@@ -209,8 +211,8 @@ class PartitionWriter:
             table=self.contract.name,
             partition=self.day.isoformat(),
             run_id=self.run_id,
-            source_reported_count=source_reported_count,
-            fetched_count=fetched_count,
+            source_reported_count=extracted.source_reported_count,
+            fetched_count=extracted.fetched_count,
             loaded_count=self.loaded_count,
             quarantined_count=self.quarantined_count,
             quarantine_reasons=dict(sorted(self.reasons.items())),
@@ -219,6 +221,9 @@ class PartitionWriter:
             quarantine_file=str(self._final["quarantine"].relative_to(self.lake.root)),
             quarantine_sha256=checksums["quarantine"],
             committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            pages=extracted.pages,
+            bytes_read=extracted.bytes_read,
+            source_files=extracted.files,
             stage_seconds={
                 **stage_seconds,
                 "write_raw": round(self.write_seconds + time.perf_counter() - started, 4),
