@@ -148,6 +148,7 @@ class PartitionWriter:
         }
         self._tmp = {kind: path.with_name(f".{path.name}.{run_id}.tmp") for kind, path in self._final.items()}
         self._writers: dict[str, pq.ParquetWriter] = {}
+        self._schemas: dict[str, pa.Schema] = {}
 
     def _with_lineage(self, frame: pl.DataFrame) -> pl.DataFrame:
         return frame.with_columns(
@@ -164,12 +165,17 @@ class PartitionWriter:
             columns[QUARANTINE_REASON] = pl.String
         return pl.DataFrame(schema={**columns, **LINEAGE_SCHEMA}).to_arrow().schema
 
-    def _write(self, kind: str, frame: pl.DataFrame) -> None:
+    def _writer(self, kind: str) -> pq.ParquetWriter:
+        """The open temporary file of `kind`, created on first use (so an empty partition still gets one)."""
         if kind not in self._writers:
             self._tmp[kind].parent.mkdir(parents=True, exist_ok=True)
-            self._writers[kind] = pq.ParquetWriter(self._tmp[kind], self._schema(kind), compression="zstd")
-        table = self._with_lineage(frame).to_arrow().cast(self._schema(kind))
-        self._writers[kind].write_table(table)
+            self._schemas[kind] = self._schema(kind)
+            self._writers[kind] = pq.ParquetWriter(self._tmp[kind], self._schemas[kind], compression="zstd")
+        return self._writers[kind]
+
+    def _write(self, kind: str, frame: pl.DataFrame) -> None:
+        writer = self._writer(kind)
+        writer.write_table(self._with_lineage(frame).to_arrow().cast(self._schemas[kind]))
 
     def __enter__(self) -> PartitionWriter:
         return self
@@ -200,10 +206,7 @@ class PartitionWriter:
         """Move data, then quarantine, then the manifest into place; return the manifest."""
         started = time.perf_counter()
         for kind in ("data", "quarantine"):
-            if kind not in self._writers:
-                self._tmp[kind].parent.mkdir(parents=True, exist_ok=True)
-                self._writers[kind] = pq.ParquetWriter(self._tmp[kind], self._schema(kind), compression="zstd")
-            self._writers[kind].close()
+            self._writer(kind).close()
         checksums = {kind: _sha256(tmp) for kind, tmp in self._tmp.items()}
         for kind in ("data", "quarantine"):
             _fsync_replace(self._tmp[kind], self._final[kind])

@@ -121,7 +121,7 @@ def run_scenario(name: str) -> dict:
     from pipeline_project.local.demo_process import DemoSourceProcess
     from pipeline_project.local.environment import ensure_dbt_manifest, prepare_environment
 
-    settings = prepare_environment()
+    settings = prepare_environment(isolated_state=Path(os.environ["PIPELINE_STATE_DIR"]))
     ensure_dbt_manifest(force=True)
     landing_started = time.monotonic()
     with DemoSourceProcess(Path(settings["LANDING_DIR"]), END_DATE, scenario["days"]) as source:
@@ -161,9 +161,7 @@ def main() -> int:
     for name in args.only or SCENARIOS:
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as state:
             print(f"==> {name}", flush=True)
-            env = {**os.environ, "PIPELINE_STATE_DIR": state, "DAGSTER_HOME": str(Path(state) / "dagster_home")}
-            for variable in ("SHOP_API_URL", "PIPELINE_LAKE_DIR", "PIPELINE_WAREHOUSE_PATH", "LANDING_DIR"):
-                env.pop(variable, None)
+            env = {**os.environ, "PIPELINE_STATE_DIR": state}
             output = subprocess.run(
                 [sys.executable, "-m", "pipeline_project.local.bench", "--scenario", name],
                 env=env,

@@ -101,30 +101,14 @@ def write_junit(outcomes: list[CheckOutcome], path: Path, run_failure: str | Non
     ElementTree.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def _isolate(state_dir: Path) -> dict[str, str]:
-    """Point every path at `state_dir`, whatever `.env` says, so the gate never touches real state."""
-    from pipeline_project.local.environment import prepare_environment
-
-    os.environ["PIPELINE_STATE_DIR"] = str(state_dir)
-    for name, path in {
-        "PIPELINE_LAKE_DIR": state_dir / "lake",
-        "PIPELINE_WAREHOUSE_PATH": state_dir / "warehouse.duckdb",
-        "LANDING_DIR": state_dir / "landing",
-        "DAGSTER_HOME": state_dir / "dagster_home",
-        "PIPELINE_LOG_DIR": state_dir / "logs",
-    }.items():
-        os.environ[name] = str(path)
-    return prepare_environment()
-
-
 def gate(state_dir: Path, days: int, scale: float, checks_only: bool, junit: Path) -> int:
     import dagster as dg
 
     from pipeline_project.local.demo_process import DemoSourceProcess
-    from pipeline_project.local.environment import ensure_dbt_manifest
+    from pipeline_project.local.environment import ensure_dbt_manifest, prepare_environment
     from pipeline_project.local.run import execute_job, run_pipeline
 
-    settings = _isolate(state_dir)
+    settings = prepare_environment(isolated_state=state_dir)
     ensure_dbt_manifest()
     log_path = Path(settings["PIPELINE_LOG_DIR"]) / "check.log"
     instance = dg.DagsterInstance.get()

@@ -17,9 +17,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_TOKEN = "demo-token"
 
 
-def prepare_environment() -> dict[str, str]:
-    """Load `.env`, fill in local defaults, create the state directories; return the settings used."""
+def prepare_environment(isolated_state: Path | None = None) -> dict[str, str]:
+    """Load `.env`, fill in local defaults, create the state directories; return the settings used.
+
+    With `isolated_state`, every path is put under that directory whatever `.env` or the environment say,
+    so a throwaway run (the check gate, a benchmark) can never touch real state.
+    """
     load_dotenv(REPO_ROOT / ".env", override=False)
+    if isolated_state is not None:
+        os.environ["PIPELINE_STATE_DIR"] = str(isolated_state)
     state = Path(os.environ.setdefault("PIPELINE_STATE_DIR", str(REPO_ROOT / ".state"))).resolve()
     defaults = {
         "PIPELINE_STATE_DIR": state,
@@ -30,7 +36,8 @@ def prepare_environment() -> dict[str, str]:
         "PIPELINE_LOG_DIR": state / "logs",
     }
     for name, default in defaults.items():
-        os.environ[name] = str(Path(os.environ.get(name) or default).resolve())
+        configured = None if isolated_state is not None else os.environ.get(name)
+        os.environ[name] = str(Path(configured or default).resolve())
     for name in ("PIPELINE_LAKE_DIR", "LANDING_DIR", "DAGSTER_HOME", "PIPELINE_LOG_DIR"):
         Path(os.environ[name]).mkdir(parents=True, exist_ok=True)
     instance_config = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
