@@ -4,6 +4,8 @@ import os
 
 import dagster as dg
 
+from pipeline_project.alerting.resource import alerting_resource_from_env
+from pipeline_project.alerting.sensors import monitoring_sensors
 from pipeline_project.checks import mart_contract_checks
 from pipeline_project.dbt_assets import shop_dbt_assets
 from pipeline_project.ingestion import ingestion_assets
@@ -52,7 +54,7 @@ defs = apply_sla_policies(
         asset_checks=mart_contract_checks,
         jobs=[shop_pipeline_job, asset_checks_job],
         schedules=[daily_schedule],
-        sensors=[landing_file_sensor],
+        sensors=[landing_file_sensor, *monitoring_sensors],
         executor=EXECUTORS[executor_name],
         resources={
             "shop_api": ShopApiResource(base_url=dg.EnvVar("SHOP_API_URL"), token=dg.EnvVar("SHOP_API_TOKEN")),
@@ -60,6 +62,7 @@ defs = apply_sla_policies(
             "lake": LakeResource(root=dg.EnvVar("PIPELINE_LAKE_DIR")),
             "warehouse": WarehouseResource(path=dg.EnvVar("PIPELINE_WAREHOUSE_PATH")),
             "dbt": dbt_resource(dbt_project),
+            "alerting": alerting_resource_from_env(),
         },
     )
 )

@@ -72,6 +72,27 @@ SLA_CATALOGUE: dict[str, SlaPolicy] = {
 }
 
 
+@dataclass(frozen=True)
+class AlertRoute:
+    """The channels an alert on this route goes to: `page` for ERROR, `notify` for WARN. Channels that
+    are not configured are skipped; the log channel is always configured."""
+
+    page: tuple[str, ...]
+    notify: tuple[str, ...]
+
+
+_ON_CALL = AlertRoute(page=("pagerduty", "slack", "webhook", "email", "log"), notify=("slack", "webhook", "log"))
+ALERT_ROUTES: dict[str, AlertRoute] = {
+    "data-platform-oncall": _ON_CALL,
+    "analytics-engineering-oncall": _ON_CALL,
+    # Intermediate layers page nobody: a broken view shows up again, louder, in the marts that read it.
+    "analytics-engineering": AlertRoute(page=("slack", "webhook", "email", "log"), notify=("slack", "webhook", "log")),
+}
+# Alerts about no asset in particular (alert delivery failing) and about assets outside the catalogue.
+DEFAULT_ALERT_ROUTE = "data-platform-oncall"
+DEFAULT_OWNERS = ("team:data-platform",)
+
+
 def op_policy(groups: tuple[str, ...]) -> SlaPolicy:
     """The policy whose retry and pool govern one op that materializes assets of several groups."""
     policies = {(SLA_CATALOGUE[group].retry, SLA_CATALOGUE[group].pool) for group in groups}

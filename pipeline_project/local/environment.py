@@ -13,8 +13,12 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
+from pipeline_project.alerting.resource import CHANNEL_SETTINGS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_TOKEN = "demo-token"
+# Off unless set: an empty value turns a channel off (the log channel is always on).
+ALERT_CHANNEL_SETTINGS = tuple(CHANNEL_SETTINGS.values())
 
 
 def prepare_environment(isolated_state: Path | None = None) -> dict[str, str]:
@@ -34,11 +38,15 @@ def prepare_environment(isolated_state: Path | None = None) -> dict[str, str]:
         "LANDING_DIR": state / "landing",
         "DAGSTER_HOME": state / "dagster_home",
         "PIPELINE_LOG_DIR": state / "logs",
+        "ALERT_DIR": state / "alerts",
     }
     for name, default in defaults.items():
         configured = None if isolated_state is not None else os.environ.get(name)
         os.environ[name] = str(Path(configured or default).resolve())
-    for name in ("PIPELINE_LAKE_DIR", "LANDING_DIR", "DAGSTER_HOME", "PIPELINE_LOG_DIR"):
+    os.environ.setdefault("DAGSTER_WEBSERVER_URL", "http://127.0.0.1:3000")
+    for name in ALERT_CHANNEL_SETTINGS:
+        os.environ.setdefault(name, "")
+    for name in ("PIPELINE_LAKE_DIR", "LANDING_DIR", "DAGSTER_HOME", "PIPELINE_LOG_DIR", "ALERT_DIR"):
         Path(os.environ[name]).mkdir(parents=True, exist_ok=True)
     instance_config = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
     if not instance_config.exists():

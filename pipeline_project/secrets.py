@@ -1,0 +1,34 @@
+"""Which settings are secrets, and scrubbing their values from text that leaves the process.
+
+Secrets are read through `dg.EnvVar` (Dagster never displays those values); anything that quotes
+outside text (an error from a source, a failed step's message) is passed through `redact` before it is
+logged, stored as metadata or sent in an alert.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+SECRET_SETTINGS = (
+    "SHOP_API_TOKEN",
+    "ALERT_WEBHOOK_URL",
+    "ALERT_SLACK_WEBHOOK_URL",
+    "ALERT_PAGERDUTY_ROUTING_KEY",
+    "ALERT_SMTP_PASSWORD",
+)
+REDACTED = "***"
+# Shorter values would redact ordinary words; no real token, key or webhook URL is this short.
+_MIN_SECRET_LENGTH = 6
+
+
+def redact(text: str) -> str:
+    """`text` with the value of every secret setting present in the environment replaced by ***."""
+    secrets = sorted(
+        {value for name in SECRET_SETTINGS if len(value := os.environ.get(name, "")) >= _MIN_SECRET_LENGTH},
+        key=len,
+        reverse=True,
+    )
+    if not secrets:
+        return text
+    return re.sub("|".join(re.escape(secret) for secret in secrets), REDACTED, text)
