@@ -3,7 +3,9 @@
 import re
 from pathlib import Path
 
+from pipeline_project.alerting.alert import RUNBOOKS
 from pipeline_project.definitions import defs
+from pipeline_project.policies import ALERT_ROUTES, SLA_CATALOGUE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README = (REPO_ROOT / "README.md").read_text()
@@ -43,3 +45,45 @@ def test_readme_documents_every_setting_in_env_example():
 def test_readme_shows_the_two_commands_and_the_test_command():
     for command in ("make run", "make dev", "make test"):
         assert command in README
+
+
+def _table_after(marker: str) -> list[list[str]]:
+    """The body rows of the first Markdown table at or after `marker`, as lists of cell texts."""
+    lines = README[README.index(marker) :].splitlines()
+    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
+    table = []
+    for line in lines[first + 2 :]:
+        if not line.startswith("|"):
+            break
+        table.append([cell.strip() for cell in line.strip("|").split("|")])
+    return table
+
+
+def _hours(window) -> str:
+    return f"{window.days * 24 + window.seconds // 3600} h"
+
+
+def test_readme_sla_table_matches_the_catalogue():
+    documented = {}
+    for groups, freshness, owner, severity, route, runbook, *_, pool in _table_after("**Policies, declared once**"):
+        for group in groups.split(", "):
+            documented[group] = (freshness, owner, severity, route, runbook, pool)
+    expected = {
+        group: (
+            f"{_hours(policy.freshness.warn_window)} / {_hours(policy.freshness.fail_window)}",
+            ", ".join(policy.owners),
+            policy.severity,
+            policy.alert_route,
+            policy.runbook,
+            policy.pool or "—",
+        )
+        for group, policy in SLA_CATALOGUE.items()
+    }
+    assert documented == expected
+
+
+def test_readme_alert_kinds_and_routes_match_the_code():
+    kinds = {row[0].strip("`"): row[-1] for row in _table_after("| Alert kind |")}
+    assert kinds == {kind.value: runbook for kind, runbook in RUNBOOKS.items()}
+    routes = {row[0]: (row[1], row[2]) for row in _table_after("| Route |")}
+    assert routes == {name: (", ".join(route.page), ", ".join(route.notify)) for name, route in ALERT_ROUTES.items()}

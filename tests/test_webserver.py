@@ -172,7 +172,8 @@ def test_make_dev_serves_the_whole_graph_with_healthy_daemons_and_running_sensor
         automation = _graphql(url, SENSORS_QUERY)
         sensors = {s["name"]: s["sensorState"]["status"] for s in automation["sensorsOrError"]["results"]}
         schedules = {s["name"]: s["scheduleState"]["status"] for s in automation["schedulesOrError"]["results"]}
-        assert sensors["landing_file_sensor"] == "RUNNING"
+        for sensor in ("landing_file_sensor", "freshness_alerts", "check_alerts", "run_alerts", "alert_delivery"):
+            assert sensors[sensor] == "RUNNING", sensor
         assert schedules["shop_pipeline_schedule"] == "RUNNING"
 
         if not browser_available():

@@ -90,9 +90,10 @@ class DeliveryPolicy:
 
 
 class Outbox:
-    def __init__(self, path: Path | str, policy: DeliveryPolicy | None = None):
+    def __init__(self, path: Path | str, policy: DeliveryPolicy | None = None, runbook_base_url: str = ""):
         self.path = Path(path)
         self.policy = policy or DeliveryPolicy()
+        self.runbook_base_url = runbook_base_url.rstrip("/")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=30)
         try:
@@ -178,6 +179,8 @@ class Outbox:
 
     def _queue(self, db: sqlite3.Connection, alert: Alert, channels: list[str]) -> Alert:
         now = time.time()
+        if self.runbook_base_url and not alert.runbook.startswith(("http://", "https://")):
+            alert = replace(alert, runbook=f"{self.runbook_base_url}/{alert.runbook}")
         db.execute(
             "insert into alerts(dedup_key, incident_key, payload, created_at) values (?, ?, ?, ?)",
             (alert.dedup_key, alert.incident_key, json.dumps(alert.to_json()), now),

@@ -32,6 +32,9 @@ CHANNEL_SETTINGS = {
 class AlertingResource(dg.ConfigurableResource):
     directory: str
     webserver_url: str
+    # Where the runbooks are published (e.g. the repository's URL on your Git host, ending in the branch),
+    # so alerts carry a clickable link instead of a path in the repository.
+    runbook_base_url: str = ""
     webhook_url: str = ""
     slack_webhook_url: str = ""
     pagerduty_routing_key: str = ""
@@ -58,7 +61,7 @@ class AlertingResource(dg.ConfigurableResource):
         policy = DeliveryPolicy(
             base_backoff_seconds=self.retry_base_seconds, fallback_after_attempts=self.fallback_after_attempts
         )
-        return Outbox(self.path / "outbox.sqlite", policy)
+        return Outbox(self.path / "outbox.sqlite", policy, self.runbook_base_url)
 
     def channels(self) -> dict[str, Channel]:
         settings = {env: getattr(self, field) for field, env in CHANNEL_SETTINGS.items()}
@@ -70,6 +73,7 @@ def alerting_resource_from_env(**tuning) -> AlertingResource:
     return AlertingResource(
         directory=dg.EnvVar("ALERT_DIR"),
         webserver_url=dg.EnvVar("DAGSTER_WEBSERVER_URL"),
+        runbook_base_url=dg.EnvVar("ALERT_RUNBOOK_BASE_URL"),
         **{field: dg.EnvVar(env) for field, env in CHANNEL_SETTINGS.items()},
         **tuning,
     )

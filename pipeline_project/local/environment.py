@@ -18,7 +18,7 @@ from pipeline_project.alerting.resource import CHANNEL_SETTINGS
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_TOKEN = "demo-token"
 # Off unless set: an empty value turns a channel off (the log channel is always on).
-ALERT_CHANNEL_SETTINGS = tuple(CHANNEL_SETTINGS.values())
+OPTIONAL_ALERT_SETTINGS = (*CHANNEL_SETTINGS.values(), "ALERT_RUNBOOK_BASE_URL")
 
 
 def prepare_environment(isolated_state: Path | None = None) -> dict[str, str]:
@@ -44,7 +44,7 @@ def prepare_environment(isolated_state: Path | None = None) -> dict[str, str]:
         configured = None if isolated_state is not None else os.environ.get(name)
         os.environ[name] = str(Path(configured or default).resolve())
     os.environ.setdefault("DAGSTER_WEBSERVER_URL", "http://127.0.0.1:3000")
-    for name in ALERT_CHANNEL_SETTINGS:
+    for name in OPTIONAL_ALERT_SETTINGS:
         os.environ.setdefault(name, "")
     for name in ("PIPELINE_LAKE_DIR", "LANDING_DIR", "DAGSTER_HOME", "PIPELINE_LOG_DIR", "ALERT_DIR"):
         Path(os.environ[name]).mkdir(parents=True, exist_ok=True)
