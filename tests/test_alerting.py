@@ -153,6 +153,23 @@ def flaky_feed(context: dg.AssetExecutionContext) -> None:
         raise RuntimeError(f"upstream refused the request with token {CANARY}")
 
 
+@dg.asset(check_specs=[dg.AssetCheckSpec("totals_add_up", asset="guarded_mart", blocking=True)])
+def guarded_mart():
+    yield dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name="totals_add_up", passed=False)])
+
+
+def test_a_run_stopped_by_a_blocking_check_alerts_as_that_check_only(instance, alerting, webhook):
+    result = dg.materialize([guarded_mart], instance=instance, raise_on_error=False)
+    assert not result.success
+    _tick(run_alerts, instance, alerting)
+    assert webhook.received == []
+    check_defs = dg.Definitions(assets=[guarded_mart])
+    context = dg.build_sensor_context(instance=instance, definitions=check_defs, resources={"alerting": alerting})
+    check_alerts(context)
+    [alert] = _payloads(webhook)
+    assert alert["kind"] == "check_failed" and alert["details"]["check"] == "totals_add_up"
+
+
 def _run(instance, fail: bool, retry: bool = False):
     result = dg.materialize(
         [flaky_feed],

@@ -26,6 +26,7 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 TIMEOUT_MESSAGE = "Exceeded maximum runtime"
 SCHEMA_DRIFT = "schema_drift"
+BLOCKING_CHECK_FAILED = "DagsterAssetCheckFailedError"
 MAX_DETAILS = 12
 MAX_TEXT = 600
 
@@ -204,9 +205,14 @@ def run_will_be_retried(run: dg.DagsterRun) -> bool | None:
 
 def run_failure_signal(
     record: EventLogRecord, run: dg.DagsterRun, instance: dg.DagsterInstance, sla_of: SlaLookup, webserver_url: str
-) -> Signal:
+) -> Signal | None:
+    """None when every failed step failed only because a blocking check failed: `check_alerts` reports
+    each of those checks, with more to say than the run could."""
     run_failure_message = record.event_log_entry.dagster_event.message or ""
     step_failures = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_FAILURE).records
+    errors = [r.event_log_entry.dagster_event.event_specific_data.error for r in step_failures]
+    if errors and all(error is not None and error.cls_name == BLOCKING_CHECK_FAILED for error in errors):
+        return None
     failed_assets = _assets_of_steps(instance, run, {r.event_log_entry.dagster_event.step_key for r in step_failures})
     first_error = run_failure_message
     drift = False
