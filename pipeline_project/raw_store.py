@@ -52,6 +52,7 @@ class PartitionManifest:
     pages: int = 0
     bytes_read: int = 0
     source_files: list[str] = field(default_factory=list)
+    schema_drift: dict = field(default_factory=dict)  # schema_drift.SchemaDiff.to_metadata() of the load
 
     @property
     def reconciled(self) -> bool:
@@ -202,7 +203,7 @@ class PartitionWriter:
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)
 
-    def commit(self, extracted: ExtractStats, stage_seconds: dict[str, float]) -> PartitionManifest:
+    def commit(self, extracted: ExtractStats, stage_seconds: dict[str, float], schema_drift: dict) -> PartitionManifest:
         """Move data, then quarantine, then the manifest into place; return the manifest."""
         started = time.perf_counter()
         for kind in ("data", "quarantine"):
@@ -227,6 +228,7 @@ class PartitionWriter:
             pages=extracted.pages,
             bytes_read=extracted.bytes_read,
             source_files=extracted.files,
+            schema_drift=schema_drift,
             stage_seconds={
                 **stage_seconds,
                 "write_raw": round(self.write_seconds + time.perf_counter() - started, 4),

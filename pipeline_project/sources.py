@@ -1,9 +1,11 @@
-"""Sources: how records leave the upstream systems, as typed polars batches of bounded size.
+"""Sources: how records leave the upstream systems, as polars batches of bounded size.
 
 Two kinds of source feed the pipeline: the shop's REST API (customers, products, orders, order items,
 payments), read page by page with keyset pagination, and web-event landing files (JSON lines) dropped into
 a landing directory. Both yield batches of at most `batch_rows` rows so memory does not grow with the size
-of a partition. Nothing here writes anywhere; ingestion decides what to keep.
+of a partition. Batches keep the columns and types the source sent (polars infers them from every value),
+so that ingestion can compare them with their contract (`schema_drift`). Nothing here writes anywhere;
+ingestion decides what to keep.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -31,8 +34,6 @@ from tenacity import (
 from pipeline_project.contracts import RawTableContract
 
 log = logging.getLogger(__name__)
-
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
 
 # How each API table is filtered to one day: fact tables by their event date, dimension tables by the
 # window in which their records changed.
@@ -100,6 +101,7 @@ class ExtractStats:
     pages: int = 0
     bytes_read: int = 0
     files: list[str] = field(default_factory=list)
+    source: str = ""  # where the batch being read comes from: the endpoint or the landing file
 
 
 def day_filter(table: str, day: date) -> dict[str, str]:
@@ -114,17 +116,9 @@ def day_filter(table: str, day: date) -> dict[str, str]:
     raise ValueError(f"table {table!r} is not served by the shop API")
 
 
-def to_frame(contract: RawTableContract, records: list[dict]) -> pl.DataFrame:
-    """Type raw records by the contract's arrival schema; values of the wrong type become null (then fail)."""
-    return _parse_timestamps(contract, pl.DataFrame(records, schema=contract.arrival_schema, strict=False))
-
-
-def _parse_timestamps(contract: RawTableContract, frame: pl.DataFrame) -> pl.DataFrame:
-    """ISO-8601 `...Z` strings to naive UTC datetimes; unparseable values become null (and then fail)."""
-    return frame.with_columns(
-        pl.col(name).str.to_datetime(TIMESTAMP_FORMAT, time_unit="us", strict=False)
-        for name in contract.timestamp_columns
-    )
+def observed_frame(records: list[dict]) -> pl.DataFrame:
+    """Records as the source sent them: every key any record has is a column, typed from all its values."""
+    return pl.DataFrame(records, infer_schema_length=None)
 
 
 class ShopApiClient:
@@ -193,9 +187,10 @@ class ShopApiClient:
     def iter_batches(
         self, contract: RawTableContract, day: date, stats: ExtractStats, batch_rows: int = 50_000
     ) -> Iterator[pl.DataFrame]:
-        """Yield the day's records of one table as typed batches, recording counts in `stats`."""
+        """Yield the day's records of one table as batches of one schema each, recording counts in `stats`."""
         path = f"/v1/{contract.name}"
         params = {**day_filter(contract.name, day), "limit": str(self._page_size)}
+        stats.source = f"GET {path}?{urlencode(day_filter(contract.name, day), safe=':')}"
         # Pages become compact polars frames at once; only one page of Python dicts is alive at a time.
         pending: list[pl.DataFrame] = []
         pending_rows = 0
@@ -205,8 +200,12 @@ class ShopApiClient:
             stats.bytes_read += page["_bytes"]
             if stats.source_reported_count is None:
                 stats.source_reported_count = page.get("total")
-            frame = to_frame(contract, page["data"])
+            frame = observed_frame(page["data"])
             stats.fetched_count += frame.height
+            if pending and frame.schema != pending[0].schema:
+                # A batch has one schema, so a column that changes from one page to the next is compared.
+                yield pl.concat(pending)
+                pending, pending_rows = [], 0
             pending.append(frame)
             pending_rows += frame.height
             if pending_rows >= batch_rows:
@@ -228,22 +227,19 @@ def landing_files(landing_dir: Path, table: str, day: date) -> list[Path]:
 def iter_landing_batches(
     contract: RawTableContract, files: list[Path], stats: ExtractStats, batch_rows: int = 50_000
 ) -> Iterator[pl.DataFrame]:
-    """Yield the records of landing files as typed batches; a file's line count is its reported count.
+    """Yield the records of landing files as batches; a file's line count is its reported count.
 
     Files are read `batch_rows` lines at a time, so memory is bounded by the batch, not the file.
     """
     stats.source_reported_count = 0
     for path in files:
         stats.files.append(path.name)
+        stats.source = f"landing file {path}"
         stats.bytes_read += path.stat().st_size
         with path.open("rb") as handle:
             while lines := list(itertools.islice(handle, batch_rows)):
                 stats.source_reported_count += len(lines)
                 stats.fetched_count += len(lines)
-                yield _parse_json_lines(contract, b"".join(lines))
+                yield pl.read_ndjson(io.BytesIO(b"".join(lines)), infer_schema_length=None)
     if not files:
-        yield to_frame(contract, [])
-
-
-def _parse_json_lines(contract: RawTableContract, payload: bytes) -> pl.DataFrame:
-    return _parse_timestamps(contract, pl.read_ndjson(io.BytesIO(payload), schema=contract.arrival_schema))
+        yield observed_frame([])

@@ -2,8 +2,8 @@
 
 This module owns the transport of the demo source: routes, bearer-token auth, filters, keyset
 pagination, responses, and the fault knobs (`Faults`) that let tests and demos make the upstream
-misbehave (500s, 429s with Retry-After, latency, a full outage). It holds no data of its own; every
-record comes from the world's cached days.
+misbehave (500s, 429s with Retry-After, latency, a full outage, a changed schema). It holds no data of its
+own; every record comes from the world's cached days.
 
     GET /health                                            200 {"status": "ok"}, no auth
     GET /v1/orders|order_items|payments?date=YYYY-MM-DD    by the date of ordered_at / paid_at
@@ -29,7 +29,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from pipeline_project.demo_source.encoding import encode_array
+from pipeline_project.demo_source.encoding import JSON_OPTIONS, encode_array
 from pipeline_project.demo_source.world import (
     DAILY_TABLES,
     PRIMARY_KEYS,
@@ -57,6 +57,8 @@ MAX_LIMIT = 10_000
 MAX_UPDATED_RANGE = timedelta(days=31)
 MAX_BODY_BYTES = 64 * 1024
 _DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
+SCHEMA_DRIFT_CHANGES = ("drop", "retype", "rename", "add")
+RETYPES = {"string": str, "float": float}
 
 
 @dataclass
@@ -67,6 +69,10 @@ class Faults:
     rate_limit_every: every Nth request gets a 429 with `Retry-After: retry_after_seconds` (0 = never).
     latency_ms: added before every response.
     outage: every request gets a 503.
+    schema_drift: per table, how its records change shape in every response, applied in this order:
+        {"order_items": {"drop": ["discount_cents"], "retype": {"quantity": "string" | "float"},
+                         "rename": {"order_id": "order_ref"}, "add": {"coupon_code": "X"}}}
+        (a renamed column keeps its place; added columns come last, with the given value in every record).
     """
 
     error_rate: float = 0.0
@@ -74,6 +80,7 @@ class Faults:
     retry_after_seconds: float = 1.0
     latency_ms: int = 0
     outage: bool = False
+    schema_drift: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def number(name: str, value: Any, low: float, high: float, integral: bool) -> None:
@@ -88,6 +95,7 @@ class Faults:
         number("latency_ms", self.latency_ms, 0, 60_000, integral=True)
         if not isinstance(self.outage, bool):
             raise ValueError(f"outage must be true or false, got {self.outage!r}")
+        _check_schema_drift(self.schema_drift)
 
     @classmethod
     def from_dict(cls, payload: Any) -> Faults:
@@ -102,6 +110,49 @@ class Faults:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_schema_drift(drift: Any) -> None:
+    def column_names(value: Any) -> bool:
+        return all(isinstance(name, str) and name for name in value)
+
+    if not isinstance(drift, dict):
+        raise ValueError(f"schema_drift must be an object of table -> changes, got {drift!r}")
+    for table, changes in drift.items():
+        where = f"schema_drift.{table}"
+        if table not in API_TABLES:
+            raise ValueError(f"{where}: unknown table; expected some of {', '.join(API_TABLES)}")
+        if not isinstance(changes, dict) or not set(changes) <= set(SCHEMA_DRIFT_CHANGES):
+            raise ValueError(f"{where} must be an object with some of {', '.join(SCHEMA_DRIFT_CHANGES)}")
+        drop = changes.get("drop", [])
+        if not isinstance(drop, list) or not column_names(drop):
+            raise ValueError(f"{where}.drop must be a list of column names")
+        for change in ("retype", "rename", "add"):
+            value = changes.get(change, {})
+            if not isinstance(value, dict) or not column_names(value):
+                raise ValueError(f"{where}.{change} must be an object keyed by column name")
+        for column, new_type in changes.get("retype", {}).items():
+            if new_type not in RETYPES:
+                raise ValueError(f"{where}.retype.{column} must be one of {', '.join(RETYPES)}, got {new_type!r}")
+        if not column_names(changes.get("rename", {}).values()):
+            raise ValueError(f"{where}.rename must map column names to column names")
+
+
+def _drift_records(array_body: bytes, changes: dict[str, Any]) -> bytes:
+    """The records of a page (a JSON array's contents) with a table's schema drift applied."""
+    records = orjson.loads(b"[" + array_body + b"]")
+    drop = set(changes.get("drop", ()))
+    retype = {column: RETYPES[new_type] for column, new_type in changes.get("retype", {}).items()}
+    rename = changes.get("rename", {})
+    drifted = []
+    for record in records:
+        shaped = {
+            rename.get(column, column): value if value is None or column not in retype else retype[column](value)
+            for column, value in record.items()
+            if column not in drop
+        }
+        drifted.append(shaped | changes.get("add", {}))
+    return orjson.dumps(drifted, option=JSON_OPTIONS)[1:-1]
 
 
 class BadRequest(ValueError):
@@ -267,10 +318,13 @@ class DemoShopServer:
         start = 0 if after is None else bisect_right(listing.keys, after)
         end = min(start + limit, total)
         next_cursor = _encode_cursor(query, listing.keys[end - 1]) if end < total else None
+        records = listing.array[listing.starts[start] : listing.starts[end] - 1] if end > start else b""
+        if records and table in faults.schema_drift:
+            records = _drift_records(records, faults.schema_drift[table])
         body = b"".join(
             (
                 b'{"data":[',
-                listing.array[listing.starts[start] : listing.starts[end] - 1] if end > start else b"",
+                records,
                 b'],"next_cursor":',
                 orjson.dumps(next_cursor),
                 b',"total":',
