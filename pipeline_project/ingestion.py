@@ -17,7 +17,7 @@ import dagster as dg
 import polars as pl
 
 from pipeline_project.contracts import RAW_CONTRACTS, RawTableContract, split_batch
-from pipeline_project.landing import LandingDay, rejections
+from pipeline_project.landing import LandingDay, read_rejections
 from pipeline_project.partitions import daily_partitions
 from pipeline_project.policies import INGESTION_GROUP, SLA_CATALOGUE
 from pipeline_project.raw_store import Lake, PartitionManifest
@@ -197,7 +197,7 @@ def landing_files_result(table: str, landing_dir: Path, days: list[date]) -> dg.
             {"file": r.file, "reason": r.reason, "detail": r.detail, "first_bad_line": r.first_bad_line} for r in found
         ]
         for day in days
-        if (found := rejections(landing_dir, table, day))
+        if (found := read_rejections(landing_dir, table, day))
     }
     count = sum(len(files) for files in rejected.values())
     return dg.AssetCheckResult(

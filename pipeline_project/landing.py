@@ -94,7 +94,7 @@ def incoming_files(landing_dir: Path, table: str, day: date) -> list[Path]:
     return sorted(entry for entry in folder.iterdir() if not is_in_flight(entry.name))
 
 
-def rejections(landing_dir: Path, table: str, day: date) -> list[Rejection]:
+def read_rejections(landing_dir: Path, table: str, day: date) -> list[Rejection]:
     """The reason files of the day's rejected files."""
     folder = Path(landing_dir) / table / "rejected" / day.isoformat()
     if not _is_real_directory(folder):
@@ -186,8 +186,8 @@ class LandingDay:
         finally:
             os.close(descriptor)  # releases the lock
 
-    def claim(self) -> list[Path]:
-        """Take over the day's orphaned and incoming files, reject the unfit ones; return what was claimed."""
+    def claim(self) -> None:
+        """Take over the day's orphaned and incoming files into this run's folder and reject the unfit ones."""
         if self.incoming.is_symlink():
             raise ValueError(f"{self.incoming} is a symbolic link; landing folders are never followed")
         self.processing.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,6 @@ class LandingDay:
         _fsync_directory(self.processing)
         for entry in sorted(self.processing.iterdir()):
             self._screen(entry)
-        return sorted(self.processing.iterdir())
 
     def _move_all(self, source: Path, skip: Callable[[str], bool] = lambda name: False) -> None:
         """Rename every entry into this run's folder; one already claimed under that name waits for the next load."""
