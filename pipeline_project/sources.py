@@ -259,7 +259,8 @@ def iter_landing_batches(
             first_line = 1
             while lines := list(itertools.islice(handle, batch_rows)):
                 frame = _parse_json_lines(contract, path, first_line, lines)
-                stats.source_reported_count += sum(1 for line in lines if not line.isspace())
+                blank = 0 if frame.height == len(lines) else sum(1 for line in lines if line.isspace())
+                stats.source_reported_count += len(lines) - blank
                 stats.fetched_count += frame.height
                 first_line += len(lines)
                 yield frame
