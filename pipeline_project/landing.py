@@ -26,6 +26,10 @@ Loading a day (`LandingDay`):
 4. After the partition's manifest is committed, move the claimed files to `archived/`. A crash before that
    leaves them in `processing/`, and the next load of the day reclaims them.
 
+The lock is an advisory `flock`: every process that loads a landing directory must see the same locks (one
+machine, or a shared filesystem with working `flock`, such as NFSv4). Lock files stay in place (tiny) because
+removing a lock file that another process may be about to open is a race.
+
 Empty files are accepted: an empty JSON-lines file holds no records (the demo source writes one for a quiet
 window). Every rejection writes a reason file: reason, detail, file, size, sha256, first bad line, run id,
 time; unsafe names are stored as `unsafe-name-<hash>`, the original name being kept in the reason file.
@@ -249,13 +253,18 @@ class LandingDay:
             return loaded
 
     def _archive(self) -> None:
-        self.archived.mkdir(parents=True, exist_ok=True)
-        for path in sorted(self.processing.iterdir()):
+        claimed = sorted(self.processing.iterdir())
+        if claimed:
+            self.archived.mkdir(parents=True, exist_ok=True)
+        for path in claimed:
             os.replace(path, self.archived / path.name)
             for superseded in (self.rejected / path.name, self.rejected / f"{path.name}{REASON_SUFFIX}"):
                 _remove(superseded)
-        _fsync_directory(self.archived)
+        if claimed:
+            _fsync_directory(self.archived)
         self.processing.rmdir()
+        if not any(self.processing_root.iterdir()):
+            self.processing_root.rmdir()
 
     def reject(self, path: Path, reason: str, detail: str, first_bad_line: int | None = None) -> Rejection:
         """Move a file to `rejected/` with its reason file (written first, so a crash never leaves a bare file)."""
