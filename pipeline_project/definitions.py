@@ -48,6 +48,9 @@ executor_name = os.environ.get("PIPELINE_EXECUTOR", "in_process")
 if executor_name not in EXECUTORS:
     raise ValueError(f"PIPELINE_EXECUTOR={executor_name!r} is not one of {sorted(EXECUTORS)}")
 
+# An empty or unset LANDING_MAX_FILE_BYTES keeps the resource's default cap (512 MiB).
+landing_cap_configured = bool(os.environ.get("LANDING_MAX_FILE_BYTES"))
+
 defs = apply_sla_policies(
     dg.Definitions(
         assets=[*ingestion_assets, shop_dbt_assets],
@@ -58,7 +61,10 @@ defs = apply_sla_policies(
         executor=EXECUTORS[executor_name],
         resources={
             "shop_api": ShopApiResource(base_url=dg.EnvVar("SHOP_API_URL"), token=dg.EnvVar("SHOP_API_TOKEN")),
-            "landing": LandingResource(directory=dg.EnvVar("LANDING_DIR")),
+            "landing": LandingResource(
+                directory=dg.EnvVar("LANDING_DIR"),
+                **({"max_file_bytes": dg.EnvVar.int("LANDING_MAX_FILE_BYTES")} if landing_cap_configured else {}),
+            ),
             "lake": LakeResource(root=dg.EnvVar("PIPELINE_LAKE_DIR")),
             "warehouse": WarehouseResource(path=dg.EnvVar("PIPELINE_WAREHOUSE_PATH")),
             "dbt": dbt_resource(dbt_project),

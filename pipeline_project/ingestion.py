@@ -13,22 +13,25 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from pipeline_project.contracts import RAW_CONTRACTS, RawTableContract, split_batch
+from pipeline_project.landing import LandingDay, read_rejections
 from pipeline_project.partitions import daily_partitions
 from pipeline_project.policies import INGESTION_GROUP, SLA_CATALOGUE
 from pipeline_project.raw_store import Lake, PartitionManifest
 from pipeline_project.resources import LakeResource, LandingResource, ShopApiResource
 from pipeline_project.schema_drift import PartitionDriftWatch, SchemaDiff, SchemaDriftError
-from pipeline_project.sources import ExtractStats, SourceError, iter_landing_batches, landing_files
+from pipeline_project.sources import ExtractStats, SourceError, iter_landing_batches
 
 API_TABLES = ("customers", "products", "orders", "order_items", "payments")
 LANDING_TABLES = ("web_events",)
 RECONCILIATION_CHECK = "source_reconciled"
 SCHEMA_DRIFT_CHECK = "schema_drift"
+LANDING_FILES_CHECK = "landing_files_accepted"
 # Rows per contract check and Parquet row group. Measured on 500k web events: 50k-row batches peak ~50 MB
 # higher than 25k, while 10k-row batches spend 4x longer in per-batch validation overhead.
 BATCH_ROWS = 25_000
@@ -161,7 +164,7 @@ def _partition_days(context: dg.AssetExecutionContext) -> list[date]:
     return [date.fromisoformat(key) for key in context.partition_keys]
 
 
-def _ingestion_asset(table: str, description: str):
+def _ingestion_asset(table: str, description: str, extra_checks: tuple[dg.AssetCheckSpec, ...] = ()):
     policy = SLA_CATALOGUE[INGESTION_GROUP]
     return dg.asset(
         key=raw_asset_key(table),
@@ -184,6 +187,7 @@ def _ingestion_asset(table: str, description: str):
                 description="The source sent exactly the contract's columns (additive drift loads and warns here; "
                 "breaking drift fails the step).",
             ),
+            *extra_checks,
         ],
         retry_policy=policy.retry,
         pool=policy.pool,
@@ -226,34 +230,84 @@ def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
     return ingest
 
 
+def load_landing_partition(
+    lake: Lake, landing_dir: Path, contract: RawTableContract, day: date, run_id: str, max_file_bytes: int
+) -> tuple[PartitionManifest, LandingDay]:
+    """Claim the day's landing files, build its partition from them and the day's archived files, archive them."""
+    landing_day = LandingDay(landing_dir, contract.name, day, run_id, max_file_bytes)
+    with landing_day.locked():
+        landing_day.claim()
+        manifest = landing_day.load(
+            lambda files: load_partition(
+                lake,
+                contract,
+                day,
+                run_id,
+                lambda stats: iter_landing_batches(contract, files, stats, BATCH_ROWS, max_file_bytes),
+            )
+        )
+    return manifest, landing_day
+
+
+def landing_files_result(table: str, landing_dir: Path, days: list[date]) -> dg.AssetCheckResult:
+    """Warn while any of the days has rejected files: they stay in `rejected/` until someone deals with them."""
+    rejected = {
+        day.isoformat(): [
+            {"file": r.file, "reason": r.reason, "detail": r.detail, "first_bad_line": r.first_bad_line} for r in found
+        ]
+        for day in days
+        if (found := read_rejections(landing_dir, table, day))
+    }
+    count = sum(len(files) for files in rejected.values())
+    return dg.AssetCheckResult(
+        asset_key=raw_asset_key(table),
+        check_name=LANDING_FILES_CHECK,
+        passed=not rejected,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"rejected_files": dg.MetadataValue.json(rejected), "rejected_count": count},
+        description=None
+        if not rejected
+        else f"{count} landing file(s) of {table} were rejected; see {table}/rejected/<day>/*.reason.json",
+    )
+
+
 def build_landing_ingestion_asset(table: str) -> dg.AssetsDefinition:
     contract = RAW_CONTRACTS[table]
 
     @_ingestion_asset(
         table,
         f"`{table}` landing files (JSON lines) of one UTC day, contract-checked; failing rows are quarantined.",
+        extra_checks=(
+            dg.AssetCheckSpec(
+                LANDING_FILES_CHECK,
+                asset=raw_asset_key(table),
+                description="No landing file of the partition was rejected (too large, a symlink, an unsafe "
+                "name, not JSON lines); rejected files wait in `rejected/` with a reason file.",
+            ),
+        ),
     )
     def ingest(context: dg.AssetExecutionContext, landing: LandingResource, lake: LakeResource) -> dg.MaterializeResult:
         raw_layer = lake.lake()
         days = _partition_days(context)
         for day in days:
-            files = landing_files(landing.path, table, day)
             with _step_retry_only_if_it_can_help():
-                manifest = load_partition(
-                    raw_layer,
-                    contract,
-                    day,
-                    context.run.run_id,
-                    lambda stats, files=files: iter_landing_batches(contract, files, stats, BATCH_ROWS),
+                manifest, landing_day = load_landing_partition(
+                    raw_layer, landing.path, contract, day, context.run.run_id, landing.max_file_bytes
+                )
+            for rejection in landing_day.rejections:
+                context.log.warning(
+                    f"raw_{table} {day}: rejected landing file {rejection.file!r} ({rejection.reason}): "
+                    f"{rejection.detail}"
                 )
             context.log.info(
-                f"raw_{table} {day}: {len(files)} file(s), {manifest.loaded_count} loaded, "
-                f"{manifest.quarantined_count} quarantined"
+                f"raw_{table} {day}: {len(manifest.source_files)} file(s), {manifest.loaded_count} loaded, "
+                f"{manifest.quarantined_count} quarantined, {len(landing_day.rejections)} file(s) rejected"
             )
             context.add_asset_metadata(
                 {
                     **partition_metadata(manifest, raw_layer),
-                    "landing_files": dg.MetadataValue.json(sorted(f.name for f in files)),
+                    "landing_files": dg.MetadataValue.json(manifest.source_files),
+                    "landing_files_rejected": dg.MetadataValue.json({r.file: r.reason for r in landing_day.rejections}),
                 },
                 partition_key=day.isoformat(),
             )
@@ -261,6 +315,7 @@ def build_landing_ingestion_asset(table: str) -> dg.AssetsDefinition:
             check_results=[
                 reconciliation_result(table, raw_layer, days),
                 schema_drift_result(table, raw_layer, days),
+                landing_files_result(table, landing.path, days),
             ]
         )
 

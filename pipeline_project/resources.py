@@ -14,7 +14,9 @@ import duckdb
 from dagster_dbt import DbtCliResource
 from dbt.version import __version__ as dbt_core_version
 from packaging import version
+from pydantic import Field
 
+from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
 from pipeline_project.raw_store import Lake
 from pipeline_project.sources import ShopApiClient
 
@@ -39,9 +41,12 @@ class ShopApiResource(dg.ConfigurableResource):
 
 
 class LandingResource(dg.ConfigurableResource):
-    """The directory upstream systems drop files into (web events as JSON lines)."""
+    """The directory upstream systems drop files into (web events as JSON lines; layout in `landing`)."""
 
     directory: str
+    max_file_bytes: int = Field(
+        default=DEFAULT_MAX_FILE_BYTES, description="Larger files are rejected before they are parsed."
+    )
 
     @property
     def path(self) -> Path:

@@ -1,25 +1,32 @@
-"""Sensors that turn outside events into runs: new or changed landing files become runs of their partition."""
+"""Sensors that turn outside events into runs: files arriving in a day's `incoming/` folder become a run of
+that day's partition. The sensor only looks; claiming files is the run's job (`landing`), so a file is
+processed once however often the sensor ticks."""
 
 import hashlib
 import json
+import os
 from datetime import date
 
 import dagster as dg
 
 from pipeline_project.ingestion import LANDING_TABLES, raw_asset_key
+from pipeline_project.landing import incoming_files
 from pipeline_project.partitions import daily_partitions
 from pipeline_project.resources import LandingResource
-from pipeline_project.sources import landing_files
 
 
 def _fingerprint(paths) -> str:
-    listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    """Names, sizes, times and inodes: a file delivered again under the same name is a new fingerprint."""
+    listing = []
+    for path in paths:
+        info = os.lstat(path)
+        listing.append((path.name, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino))
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
 
 
 @dg.sensor(
     name="landing_file_sensor",
-    description="Requests a run of a landing-file asset's partition when that day's files appear or change.",
+    description="Requests a run of a landing-file asset's partition when files arrive in that day's incoming folder.",
     asset_selection=[raw_asset_key(table) for table in LANDING_TABLES],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -28,21 +35,23 @@ def landing_file_sensor(context: dg.SensorEvaluationContext, landing: LandingRes
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     valid_keys = set(daily_partitions.get_partition_keys())
     requests = []
+    waiting: dict[str, str] = {}
     for table in LANDING_TABLES:
-        table_dir = landing.path / table
-        if not table_dir.is_dir():
+        incoming = landing.path / table / "incoming"
+        if not incoming.is_dir():
             continue
-        for day_dir in sorted(p for p in table_dir.iterdir() if p.is_dir()):
-            if day_dir.name not in valid_keys:
+        for day_dir in sorted(incoming.iterdir()):
+            if day_dir.name not in valid_keys or day_dir.is_symlink() or not day_dir.is_dir():
+                context.log.warning(f"{day_dir} is not a folder named after a partition's day; nothing in it is loaded")
                 continue
-            files = landing_files(landing.path, table, date.fromisoformat(day_dir.name))
+            files = incoming_files(landing.path, table, date.fromisoformat(day_dir.name))
             if not files:
                 continue
             fingerprint = _fingerprint(files)
             cursor_key = f"{table}/{day_dir.name}"
+            waiting[cursor_key] = fingerprint
             if seen.get(cursor_key) == fingerprint:
                 continue
-            seen[cursor_key] = fingerprint
             requests.append(
                 dg.RunRequest(
                     run_key=f"{cursor_key}:{fingerprint}",
@@ -51,7 +60,8 @@ def landing_file_sensor(context: dg.SensorEvaluationContext, landing: LandingRes
                     tags={"landing/files": str(len(files))},
                 )
             )
-    context.update_cursor(json.dumps(seen, sort_keys=True))
+    # Only days that still have files waiting are remembered, so the cursor does not grow without bound.
+    context.update_cursor(json.dumps(waiting, sort_keys=True))
     if not requests:
-        return dg.SkipReason("no new or changed landing files")
+        return dg.SkipReason("no new or changed files in the landing folders")
     return requests

@@ -10,9 +10,12 @@ ingestion decides what to keep.
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import logging
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -219,27 +222,85 @@ class ShopApiClient:
             yield pl.concat(pending)
 
 
-def landing_files(landing_dir: Path, table: str, day: date) -> list[Path]:
-    """The landing files of one day, in a stable order."""
-    return sorted((landing_dir / table / day.isoformat()).glob("*.jsonl"))
+class UnreadableLandingFile(Exception):
+    """A landing file that cannot be read as UTF-8 JSON lines at all: the message names the file, the line
+    and why. (A file whose records merely break the contract is readable; those records are quarantined.)"""
+
+    def __init__(self, path: Path, reason: str, detail: str, line_number: int | None = None) -> None:
+        where = f" at line {line_number}" if line_number is not None else ""
+        super().__init__(f"landing file {path.name}{where}: {detail}")
+        self.path = path
+        self.reason = reason
+        self.detail = detail
+        self.line_number = line_number
 
 
 def iter_landing_batches(
-    contract: RawTableContract, files: list[Path], stats: ExtractStats, batch_rows: int = 50_000
+    contract: RawTableContract,
+    files: list[Path],
+    stats: ExtractStats,
+    batch_rows: int = 50_000,
+    max_file_bytes: int | None = None,
 ) -> Iterator[pl.DataFrame]:
-    """Yield the records of landing files as batches; a file's line count is its reported count.
+    """Yield the records of landing files as batches; a file's non-blank lines are its reported count.
 
-    Files are read `batch_rows` lines at a time, so memory is bounded by the batch, not the file.
+    Files are read `batch_rows` lines at a time, so memory is bounded by the batch, not the file. A file is
+    never opened through a symlink, and one over `max_file_bytes` is refused before anything is parsed.
     """
     stats.source_reported_count = 0
     for path in files:
         stats.files.append(path.name)
         stats.source = f"landing file {path}"
-        stats.bytes_read += path.stat().st_size
-        with path.open("rb") as handle:
+        with _open_without_following(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if max_file_bytes is not None and size > max_file_bytes:
+                raise UnreadableLandingFile(path, "too_large", f"{size} bytes, over the cap of {max_file_bytes}")
+            stats.bytes_read += size
+            first_line = 1
             while lines := list(itertools.islice(handle, batch_rows)):
-                stats.source_reported_count += len(lines)
-                stats.fetched_count += len(lines)
-                yield pl.read_ndjson(io.BytesIO(b"".join(lines)), infer_schema_length=None)
+                frame = _parse_json_lines(path, first_line, lines)
+                blank = 0 if frame.height == len(lines) else sum(1 for line in lines if line.isspace())
+                stats.source_reported_count += len(lines) - blank
+                stats.fetched_count += frame.height
+                first_line += len(lines)
+                yield frame
     if not files:
         yield observed_frame([])
+
+
+def _open_without_following(path: Path):
+    """Open a regular file for reading; a symlink is refused, and a FIFO cannot block the read (O_NONBLOCK)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnreadableLandingFile(path, "symlink", "is a symbolic link, which is never followed") from None
+        raise
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise UnreadableLandingFile(path, "not_a_regular_file", "is not a regular file")
+    return os.fdopen(descriptor, "rb")
+
+
+def _parse_json_lines(path: Path, first_line: int, lines: list[bytes]) -> pl.DataFrame:
+    try:
+        return pl.read_ndjson(io.BytesIO(b"".join(lines)), infer_schema_length=None)
+    except pl.exceptions.ComputeError as error:
+        _raise_at_first_unreadable_line(path, first_line, lines)
+        # Every line is a JSON object, so the trouble is a value's type: a record problem, not the file's.
+        last_line = first_line + len(lines) - 1
+        raise ValueError(f"landing file {path.name}, lines {first_line}-{last_line}: {error}") from None
+
+
+def _raise_at_first_unreadable_line(path: Path, first_line: int, lines: list[bytes]) -> None:
+    for offset, line in enumerate(lines):
+        if line.isspace():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            raise UnreadableLandingFile(path, "malformed", f"not UTF-8 JSON ({error})", first_line + offset) from None
+        if not isinstance(value, dict):
+            raise UnreadableLandingFile(
+                path, "malformed", f"a JSON {type(value).__name__} where an object was expected", first_line + offset
+            )

@@ -453,7 +453,8 @@ def test_a_day_is_referentially_complete(client: httpx.Client, landed: list[Path
 def test_landing_files_are_windowed_atomic_and_reproducible(world: ShopWorld, landed: list[Path]) -> None:
     directory = landed[0].parent
     assert [p.name for p in landed] == [f"events-{DAY.isoformat()}-{hour}.jsonl" for hour in ("00", "06", "12", "18")]
-    assert directory.name == DAY.isoformat() and directory.parent.name == "web_events"
+    assert directory.name == DAY.isoformat() and directory.parent.name == "incoming"
+    assert directory.parents[1].name == "web_events"
     for path in landed:
         window_start = int(path.stem[-2:])
         lines = path.read_bytes().splitlines()
@@ -466,7 +467,7 @@ def test_landing_files_are_windowed_atomic_and_reproducible(world: ShopWorld, la
     assert sorted(read_landing(landed), key=lambda e: e["event_id"]) == as_json(world.web_events_on(DAY))
 
     before = {p: p.read_bytes() for p in landed}
-    again = write_landing_files(directory.parents[1], DAY, ShopWorld(1.0))
+    again = write_landing_files(directory.parents[2], DAY, ShopWorld(1.0))
     assert again == landed and {p: p.read_bytes() for p in again} == before
     assert sorted(directory.iterdir()) == sorted(landed)  # no temp files left behind
 
@@ -604,7 +605,7 @@ def test_cli_serve_prints_ready_serves_and_exits_cleanly(tmp_path: Path, stop_si
         )
         assert served.json()["total"] == len(ShopWorld(0.05).orders_on(DAY))
         for day in (DAY - timedelta(days=1), DAY):
-            assert len(list((tmp_path / "web_events" / day.isoformat()).glob("events-*.jsonl"))) == 4
+            assert len(list((tmp_path / "web_events" / "incoming" / day.isoformat()).glob("events-*.jsonl"))) == 4
         process.send_signal(stop_signal)
         assert process.wait(timeout=10) == 0
         assert process.stdout.read() == ""  # READY was the only line on stdout

@@ -23,7 +23,7 @@ def test_new_files_become_one_run_per_day_and_a_second_tick_asks_for_nothing(sta
     landing = state_dir / "landing"
     for day in DAYS:
         write_landing_files(landing, day, world)
-    (landing / "web_events" / "not-a-date").mkdir()
+    (landing / "web_events" / "incoming" / "not-a-date").mkdir()
 
     requests, cursor = _tick(instance, landing)
     assert sorted(r.partition_key for r in requests) == [d.isoformat() for d in DAYS]
@@ -33,7 +33,7 @@ def test_new_files_become_one_run_per_day_and_a_second_tick_asks_for_nothing(sta
     again, cursor = _tick(instance, landing, cursor)
     assert isinstance(again, dg.SkipReason)
 
-    changed = sorted((landing / "web_events" / DAYS[0].isoformat()).glob("*.jsonl"))[0]
+    changed = sorted((landing / "web_events" / "incoming" / DAYS[0].isoformat()).glob("*.jsonl"))[0]
     with changed.open("a") as handle:
         handle.write("\n")
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 1_000_000))

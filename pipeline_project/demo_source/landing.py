@@ -1,8 +1,8 @@
 """The demo shop's landing zone: web events dropped as JSON-lines files, the way a tracking vendor would.
 
 This module owns the file layout and how files appear in it:
-`<landing_dir>/web_events/YYYY-MM-DD/events-YYYY-MM-DD-HH.jsonl` for HH in 00, 06, 12, 18, each holding
-the day's events with occurred_at in [HH:00, HH+6:00), one JSON object per line in event_id order.
+`<landing_dir>/web_events/incoming/YYYY-MM-DD/events-YYYY-MM-DD-HH.jsonl` for HH in 00, 06, 12, 18, each
+holding the day's events with occurred_at in [HH:00, HH+6:00), one JSON object per line in event_id order.
 Files appear atomically (a reader sees the old file or the new one, never half of one), and rewriting a
 day gives byte-identical files, so landing a day twice is harmless.
 """
@@ -21,7 +21,8 @@ WINDOW_HOURS = 6
 
 
 def landing_path(landing_dir: Path, day: date, hour: int) -> Path:
-    return Path(landing_dir) / "web_events" / day.isoformat() / f"events-{day.isoformat()}-{hour:02d}.jsonl"
+    day_folder = Path(landing_dir) / "web_events" / "incoming" / day.isoformat()
+    return day_folder / f"events-{day.isoformat()}-{hour:02d}.jsonl"
 
 
 def write_landing_files(landing_dir: Path, day: date, world: ShopWorld) -> list[Path]:

@@ -75,9 +75,10 @@ def _run_bare(days: int) -> dict:
 
     from pipeline_project.checks import MART_SCHEMA, count_failures
     from pipeline_project.contracts import MART_CONTRACTS, RAW_CONTRACTS, failure_cases
-    from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, load_partition
+    from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, load_landing_partition, load_partition
+    from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
     from pipeline_project.raw_store import Lake
-    from pipeline_project.sources import ShopApiClient, iter_landing_batches, landing_files
+    from pipeline_project.sources import ShopApiClient
 
     started = time.monotonic()
     lake = Lake(os.environ["PIPELINE_LAKE_DIR"])
@@ -89,11 +90,7 @@ def _run_bare(days: int) -> dict:
                 contract = RAW_CONTRACTS[table]
                 load_partition(lake, contract, day, "bare", lambda s, c=contract, d=day: client.iter_batches(c, d, s))
             for table in LANDING_TABLES:
-                contract = RAW_CONTRACTS[table]
-                files = landing_files(landing, table, day)
-                load_partition(
-                    lake, contract, day, "bare", lambda s, c=contract, f=files: iter_landing_batches(c, f, s)
-                )
+                load_landing_partition(lake, landing, RAW_CONTRACTS[table], day, "bare", DEFAULT_MAX_FILE_BYTES)
     dbt_started = time.monotonic()
     subprocess.run(
         [str(Path(sys.executable).parent / "dbt"), "build", "--quiet", "--profiles-dir", "."],
