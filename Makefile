@@ -18,7 +18,7 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help run dev serve-readonly stop test faults check bench lint manifest clean install
+.PHONY: help run dev serve-readonly stop test faults check bench alert-drill lint manifest clean install
 
 help:
 	@echo "make run     materialize the whole pipeline for the last $(DAYS) days (DAYS=n to change) and print a summary"
@@ -27,7 +27,8 @@ help:
 	@echo "make faults  the fault-injection tests alone (they are part of make test)"
 	@echo "make check   CI gate: materialize a sample, run every asset check, fail on any ERROR (JUnit XML in test-artifacts/)"
 	@echo "make serve-readonly   the UI in read-only mode on http://127.0.0.1:3001"
-	@echo "make bench   benchmarks at 1x and 10x scale -> bench/results.json"
+	@echo "make bench   benchmarks at 1x and 10x scale -> bench/results.json, alert latency -> bench/alert_drill.json"
+	@echo "make alert-drill   a two-minute outage rehearsal with the real daemon: watch alerts and recoveries arrive"
 	@echo "make clean   remove all local state (.state/) and the dbt build artifacts"
 
 install: $(INSTALLED)
@@ -76,6 +77,11 @@ check: $(MANIFEST)
 
 bench: $(MANIFEST)
 	$(BIN)/python -m pipeline_project.local.bench
+	@# At the production interval (30 s), so the latency is what a deployment sees.
+	$(BIN)/python -m pipeline_project.local.alert_drill --interval 30 --report bench/alert_drill.json
+
+alert-drill: $(INSTALLED)
+	$(BIN)/python -m pipeline_project.local.alert_drill
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check pipeline_project tests

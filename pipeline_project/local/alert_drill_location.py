@@ -1,6 +1,6 @@
-"""The code location the alerting end-to-end test serves to a real daemon: five feeds read from a loopback
-source, each with a one-minute freshness window, the SLA catalogue applied, and the real monitoring
-sensors and alerting resource (with a one-second retry base so a flapping channel recovers quickly)."""
+"""The code location of the alert drill (`alert_drill.py`): five feeds read from a loopback source, each with
+a one-minute freshness window, the SLA catalogue applied, and the real monitoring sensors and alerting
+resource (with a one-second retry base, so a flapping channel recovers within the drill)."""
 
 import os
 from datetime import timedelta
@@ -17,9 +17,9 @@ FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=1))
 
 
 def _feed(name: str) -> dg.AssetsDefinition:
-    @dg.asset(name=name, group_name=INGESTION_GROUP, freshness_policy=FRESHNESS)
+    @dg.asset(name=name, group_name=INGESTION_GROUP, freshness_policy=FRESHNESS, kinds={"python"})
     def feed() -> dg.MaterializeResult:
-        response = httpx.get(os.environ["FEED_SOURCE_URL"], timeout=5)
+        response = httpx.get(os.environ["DRILL_SOURCE_URL"], timeout=5)
         response.raise_for_status()
         return dg.MaterializeResult(metadata={"bytes": len(response.content)})
 
