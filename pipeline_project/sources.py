@@ -4,6 +4,7 @@ Two kinds of source feed the pipeline: the shop's REST API (customers, products,
 payments), read page by page with keyset pagination, and web-event landing files (JSON lines) dropped into
 a landing directory. Both yield batches of at most `batch_rows` rows so memory does not grow with the size
 of a partition. Nothing here writes anywhere; ingestion decides what to keep.
+
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from pipeline_project.circuit_breaker import CircuitBreaker, CircuitOpenError
 from pipeline_project.contracts import RawTableContract
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,12 @@ class ExtractStats:
     files: list[str] = field(default_factory=list)
 
 
+def source_host(base_url: str) -> str:
+    """host:port of a base URL: what messages may name (never a path, query string or userinfo)."""
+    url = httpx.URL(base_url)
+    return f"{url.host}:{url.port}" if url.port else url.host
+
+
 def day_filter(table: str, day: date) -> dict[str, str]:
     if table in DATE_FILTERED:
         return {"date": day.isoformat()}
@@ -128,7 +136,8 @@ def _parse_timestamps(contract: RawTableContract, frame: pl.DataFrame) -> pl.Dat
 
 
 class ShopApiClient:
-    """A paginating client for the shop's REST API with timeouts and retries on transient failures."""
+    """A paginating client for the shop's REST API with timeouts, retries on transient failures and a
+    circuit breaker (pass one `breaker` to every client of a run so they all stop when the source is down)."""
 
     def __init__(
         self,
@@ -140,8 +149,10 @@ class ShopApiClient:
         max_attempts: int = 5,
         max_backoff_seconds: float = 30.0,
         max_retry_after_seconds: float = 60.0,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._token = token
+        self._breaker = breaker or CircuitBreaker(source_host(base_url))
         self._client = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
@@ -169,12 +180,23 @@ class ShopApiClient:
 
     def _get_page(self, path: str, params: dict[str, str]) -> dict:
         def attempt() -> httpx.Response:
-            response = self._client.get(path, params=params)
+            self._breaker.before_request()
+            try:
+                response = self._client.get(path, params=params)
+            except Exception as err:
+                self._breaker.record_failure(type(err).__name__)
+                raise
+            if response.status_code >= 500:
+                self._breaker.record_failure(f"HTTP {response.status_code}")
+            else:
+                self._breaker.record_success()
             response.raise_for_status()
             return response
 
         try:
             response = self._retrying(attempt)
+        except CircuitOpenError as err:
+            raise SourceError(f"GET {path} not sent: {err}", retryable=True) from None
         except httpx.HTTPStatusError as err:
             detail = self._redact(err.response.text[:200])
             raise SourceError(
