@@ -5,6 +5,21 @@ payments), read page by page with keyset pagination, and web-event landing files
 a landing directory. Both yield batches of at most `batch_rows` rows so memory does not grow with the size
 of a partition. Nothing here writes anywhere; ingestion decides what to keep.
 
+How a day is fetched, so that late records land in the right partition and nothing is lost at a page cut:
+- A partition is a business day. Fact tables are asked for by their business date (`date=`: the day of
+  `ordered_at` / `paid_at`), changing dimensions by the day their version was written (`updated_since` /
+  `updated_before`); see `day_filter`. An order placed on D is in partition D whenever it reaches the
+  source, never in the day it arrived.
+- No cursor survives a run: every extraction of a partition re-reads that whole day and the raw layer
+  replaces the partition. A record that reached the source after D was first extracted is picked up by the
+  next extraction of D, which the daily schedule does for the last `partitions.LOOKBACK_DAYS` days.
+- Within one extraction the client follows the source's opaque `next_cursor` and never builds a cursor
+  from timestamps, so records sharing an `updated_at` across a page cut cannot be skipped (the classic
+  `updated_at > last_seen` loss). A source whose cursor overlaps at a cut re-sends records: they are
+  counted as fetched and dropped by primary key before the commit (`dedupe`, latest `updated_at` wins).
+
+A circuit breaker (`circuit_breaker`) sits in front of every request: when the source keeps failing,
+requests fail fast with a message that says so instead of reaching it.
 """
 
 from __future__ import annotations
