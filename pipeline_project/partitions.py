@@ -14,9 +14,10 @@ import dagster as dg
 # Overridable so a deployment can start its history where its source does; the demo source can
 # generate any day, so the default only bounds what the UI offers for backfills.
 PARTITIONS_START_DATE = os.environ.get("PIPELINE_PARTITIONS_START", "2025-01-01")
-LOOKBACK_DAYS = int(os.environ.get("PIPELINE_LOOKBACK_DAYS", "3"))
-if LOOKBACK_DAYS < 1:
-    raise ValueError(f"PIPELINE_LOOKBACK_DAYS must be at least 1, got {LOOKBACK_DAYS}")
+_lookback = os.environ.get("PIPELINE_LOOKBACK_DAYS") or "3"
+if not _lookback.isdigit() or int(_lookback) < 1:
+    raise ValueError(f"PIPELINE_LOOKBACK_DAYS must be a whole number of days, at least 1; got {_lookback!r}")
+LOOKBACK_DAYS = int(_lookback)
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START_DATE, timezone="UTC")
 
