@@ -5,9 +5,10 @@ at page boundaries), or as a newer version when the record changed while the par
 Batches are validated and written as they stream (`raw_store.PartitionWriter`), so duplicates are
 resolved once per partition, over the temporary files, just before the commit:
 
-1. Find keys written more than once by reading only the key column of the data and quarantine files: at
-   10x scale the largest partition (~500k web events, 19-character ids) is ~15 MB of Arrow strings, one
-   group-by. When no key repeats, the usual case, nothing else happens.
+1. Count distinct keys over the key column of the data and quarantine files (streamed): when none repeats,
+   the usual case, nothing else happens. Measured on the largest partition at 10x scale (500k web events)
+   on 2 cores: 0.17 s and a transient ~90 MB. Otherwise read the full rows of the repeated keys only (with
+   1% of them repeated: 1.0 s including the rewrite, ~180 MB).
 2. Per repeated key, identical copies (every contract column equal) count as one version; the version with
    the latest `updated_at` wins (a null `updated_at` is older than any other). Older versions and the
    extra identical copies are dropped and counted in `duplicates_dropped`.
@@ -18,7 +19,7 @@ resolved once per partition, over the temporary files, just before the commit:
    rows moved to (or marked in) quarantine.
 
 Every arrival is then exactly one of loaded, quarantined or dropped, which is what the reconciliation
-check adds up. Memory: the key columns, plus the full rows of the repeated keys only.
+check adds up. Memory: the distinct-key count, plus the full rows of the repeated keys only.
 """
 
 from __future__ import annotations
@@ -40,10 +41,6 @@ _REWRITE_BATCH_ROWS = 50_000
 
 def conflict_reason(contract: RawTableContract) -> str:
     return f"{contract.primary_key}:{CONFLICT_RULE}"
-
-
-def _keys(path: Path, kind: str, key: str) -> pl.LazyFrame:
-    return pl.scan_parquet(path).select(key).with_row_index(_POSITION).with_columns(pl.lit(kind).alias(_KIND))
 
 
 def _rows_of(path: Path, kind: str, key: str, keys: pl.Series) -> pl.DataFrame:
@@ -94,10 +91,11 @@ def drop_duplicates(contract: RawTableContract, data: Path, quarantine: Path) ->
     partition writer wrote them); rewrite both in place if any key repeats; return the rows dropped."""
     key = contract.primary_key
     files = {"data": data, "quarantine": quarantine}
-    keys = pl.concat([_keys(path, kind, key) for kind, path in files.items()]).collect()
-    repeated = keys.group_by(key).len().filter(pl.col("len") > 1).get_column(key)
-    if repeated.is_empty():
+    keys = pl.concat([pl.scan_parquet(path).select(key) for path in files.values()])
+    distinct, written = keys.select(pl.col(key).n_unique(), pl.len()).collect(engine="streaming").row(0)
+    if distinct == written:
         return 0
+    repeated = keys.group_by(key).len().filter(pl.col("len") > 1).collect().get_column(key)
     rows = pl.concat([_rows_of(path, kind, key, repeated) for kind, path in files.items()], how="diagonal_relaxed")
     kept = _kept_versions(contract, rows)
     removed = rows.join(kept, on=[_KIND, _POSITION], how="anti")
@@ -115,15 +113,21 @@ def drop_duplicates(contract: RawTableContract, data: Path, quarantine: Path) ->
         .otherwise(pl.col(QUARANTINE_REASON))
         .alias(QUARANTINE_REASON)
     )
-    with (
-        pq.ParquetWriter(outputs["data"], pq.read_schema(data), compression="zstd") as data_out,
-        pq.ParquetWriter(outputs["quarantine"], pq.read_schema(quarantine), compression="zstd") as quarantine_out,
-    ):
-        for frame in _batches(data):
-            _write(data_out, frame.filter(~data_gone))
-            _write(quarantine_out, frame.filter(data_conflicts).with_columns(pl.lit(reason).alias(QUARANTINE_REASON)))
-        for frame in _batches(quarantine):
-            _write(quarantine_out, frame.filter(~quarantine_gone).with_columns(marked_reason))
+    try:
+        with (
+            pq.ParquetWriter(outputs["data"], pq.read_schema(data), compression="zstd") as data_out,
+            pq.ParquetWriter(outputs["quarantine"], pq.read_schema(quarantine), compression="zstd") as quarantine_out,
+        ):
+            for frame in _batches(data):
+                _write(data_out, frame.filter(~data_gone))
+                moved = frame.filter(data_conflicts).with_columns(pl.lit(reason).alias(QUARANTINE_REASON))
+                _write(quarantine_out, moved)
+            for frame in _batches(quarantine):
+                _write(quarantine_out, frame.filter(~quarantine_gone).with_columns(marked_reason))
+    except BaseException:
+        for output in outputs.values():
+            output.unlink(missing_ok=True)
+        raise
     for kind, path in files.items():
         outputs[kind].replace(path)
     return removed.height
