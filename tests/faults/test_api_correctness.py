@@ -94,8 +94,9 @@ def test_an_outage_opens_the_circuit_and_the_rest_of_the_run_fails_fast(source, 
                 _load(lake, client, table, day)
             failures.append(err.value)
 
-    # Without the breaker every partition would spend its attempts: 10 x 3 = 30 requests. With it the
-    # source sees failure_threshold requests, and nothing more until the cool-down has passed.
+    # Without the breaker every partition would spend its attempts on its first page: 10 x 3 = 30 requests.
+    # With it the bound is failure_threshold + one probe per elapsed cool-down = 4 + 0.
+    assert len(failures) * attempts == 30
     assert source.request_count == threshold
     assert "GET /v1/customers answered HTTP 503" in str(failures[0])
     host = f"127.0.0.1:{source.port}"
