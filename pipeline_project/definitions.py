@@ -3,12 +3,14 @@
 import os
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from pipeline_project.alerting.resource import alerting_resource_from_env
 from pipeline_project.alerting.sensors import monitoring_sensors
 from pipeline_project.checks import mart_contract_checks
 from pipeline_project.dbt_assets import shop_dbt_assets
 from pipeline_project.ingestion import ingestion_assets
+from pipeline_project.partitions import LOOKBACK_DAYS, lookback_window
 from pipeline_project.policies import apply_sla_policies
 from pipeline_project.project import dbt_project
 from pipeline_project.resources import (
@@ -34,12 +36,25 @@ asset_checks_job = dg.define_asset_job(
     description="Runs the dbt tests and mart contracts against the warehouse as it is, materializing nothing.",
 )
 
-daily_schedule = dg.build_schedule_from_partitioned_job(
-    shop_pipeline_job,
-    hour_of_day=2,
-    minute_of_hour=15,
+
+@dg.schedule(
+    name="shop_pipeline_schedule",
+    job=shop_pipeline_job,
+    cron_schedule="15 2 * * *",
+    execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    description=f"Daily at 02:15 UTC: the whole graph for the last {LOOKBACK_DAYS} days, so late records land.",
 )
+def daily_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    window = lookback_window(context.scheduled_execution_time.date())
+    if window is None:
+        return dg.SkipReason("no complete partition yet")
+    first, last = window
+    return dg.RunRequest(
+        run_key=last.isoformat(),
+        tags={ASSET_PARTITION_RANGE_START_TAG: first.isoformat(), ASSET_PARTITION_RANGE_END_TAG: last.isoformat()},
+    )
+
 
 # The in-process executor: with one DuckDB writer there is nothing to parallelise across processes, and
 # each multiprocess step costs ~2 s of start-up. Deployments that scale out set PIPELINE_EXECUTOR.

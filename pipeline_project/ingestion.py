@@ -1,10 +1,11 @@
 """Ingestion assets: one daily-partitioned asset per source table, from source to the raw layer.
 
 Each partition streams its source in bounded batches, splits every batch by its contract into loaded and
-quarantined rows, and commits both with a manifest (see `raw_store`). A range of partitions runs as one
-step (single-run backfills), so a week's load costs one step, not seven. Every asset carries a blocking
-`source_reconciled` check: a partition whose source count is not fully accounted for by loaded plus
-quarantined rows, or whose files no longer match the manifest, stops everything downstream. Every batch is
+quarantined rows, and commits both with a manifest (see `raw_store`); a record delivered twice is loaded
+once (see `dedupe`). A range of partitions runs as one step (single-run backfills), so a week's load costs
+one step, not seven. Every asset carries a blocking `source_reconciled` check: a partition whose source
+count is not fully accounted for by loaded plus quarantined rows plus duplicates dropped, or whose files
+no longer match the manifest, stops everything downstream. Every batch is
 first compared with its contract's columns (`schema_drift`): breaking drift fails the step before the
 partition is committed, additive drift loads and fails the non-blocking WARN check `schema_drift`.
 """
@@ -73,6 +74,7 @@ def partition_metadata(manifest: PartitionManifest, lake: Lake) -> dict:
     return {
         "dagster/row_count": manifest.loaded_count,
         "quarantined_count": manifest.quarantined_count,
+        "duplicates_dropped": manifest.duplicates_dropped,
         "source_reported_count": manifest.source_reported_count,
         "fetched_count": manifest.fetched_count,
         "quarantine_reasons": dg.MetadataValue.json(manifest.quarantine_reasons),
@@ -85,7 +87,7 @@ def partition_metadata(manifest: PartitionManifest, lake: Lake) -> dict:
 def reconciliation_result(table: str, lake: Lake, days: list[date]) -> dg.AssetCheckResult:
     """Re-read each partition's manifest and files from disk and check that nothing went missing."""
     problems: dict[str, list[str]] = {}
-    totals = {"source_reported": 0, "loaded": 0, "quarantined": 0}
+    totals = {"source_reported": 0, "fetched": 0, "loaded": 0, "quarantined": 0, "duplicates_dropped": 0}
     for day in days:
         manifest = lake.read_manifest(table, day)
         if manifest is None:
@@ -94,8 +96,10 @@ def reconciliation_result(table: str, lake: Lake, days: list[date]) -> dg.AssetC
         if found := lake.verify(manifest):
             problems[day.isoformat()] = found
         totals["source_reported"] += manifest.source_reported_count or 0
+        totals["fetched"] += manifest.fetched_count
         totals["loaded"] += manifest.loaded_count
         totals["quarantined"] += manifest.quarantined_count
+        totals["duplicates_dropped"] += manifest.duplicates_dropped
     return dg.AssetCheckResult(
         asset_key=raw_asset_key(table),
         check_name=RECONCILIATION_CHECK,
@@ -178,7 +182,10 @@ def _ingestion_asset(table: str, description: str, extra_checks: tuple[dg.AssetC
                 RECONCILIATION_CHECK,
                 asset=raw_asset_key(table),
                 blocking=True,
-                description="Source count = loaded + quarantined for every partition, files match their manifest.",
+                description=(
+                    "Source count = fetched = loaded + quarantined + duplicates dropped for every partition, "
+                    "files match their manifest."
+                ),
             ),
             dg.AssetCheckSpec(
                 SCHEMA_DRIFT_CHECK,
@@ -216,8 +223,8 @@ def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
                     lambda stats, day=day: client.iter_batches(contract, day, stats, BATCH_ROWS),
                 )
                 context.log.info(
-                    f"raw_{table} {day}: {manifest.loaded_count} loaded, {manifest.quarantined_count} quarantined "
-                    f"of {manifest.source_reported_count} reported"
+                    f"raw_{table} {day}: {manifest.loaded_count} loaded, {manifest.quarantined_count} quarantined, "
+                    f"{manifest.duplicates_dropped} duplicates dropped of {manifest.source_reported_count} reported"
                 )
                 context.add_asset_metadata(partition_metadata(manifest, raw_layer), partition_key=day.isoformat())
         return dg.MaterializeResult(

@@ -5,6 +5,9 @@ Layout under the lake root:
     quarantine/<table>/date=YYYY-MM-DD/data.parquet   rows that failed it, with the rules they broke
     manifests/<table>/date=YYYY-MM-DD.json            counts, checksums and run id of the committed load
 
+A record the source delivered more than once is written once: before the commit, repeated primary keys in
+the temporary files are resolved and counted as `duplicates_dropped` (see `dedupe`).
+
 A partition is written to temporary files next to its final place and moved there with `os.replace`, so
 readers see either the previous version or the new one, never a half-written file, and a rerun replaces the
 partition instead of appending to it. The manifest is replaced last: it describes a load only once the
@@ -26,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline_project.contracts import QUARANTINE_REASON, RawTableContract
+from pipeline_project.dedupe import drop_duplicates
 from pipeline_project.sources import ExtractStats
 
 LINEAGE_SCHEMA = {"_partition_date": pl.Date, "_batch_id": pl.String, "_loaded_at": pl.Datetime("us")}
@@ -53,13 +57,16 @@ class PartitionManifest:
     bytes_read: int = 0
     source_files: list[str] = field(default_factory=list)
     schema_drift: dict = field(default_factory=dict)  # schema_drift.SchemaDiff.to_metadata() of the load
+    duplicates_dropped: int = 0
 
     @property
     def reconciled(self) -> bool:
-        """Every record the source reported was either loaded or quarantined."""
+        """Every record the source reported was fetched, and then loaded, quarantined or dropped as a duplicate."""
         return (
             self.source_reported_count is not None
-            and self.source_reported_count == self.fetched_count == self.loaded_count + self.quarantined_count
+            and self.source_reported_count
+            == self.fetched_count
+            == self.loaded_count + self.quarantined_count + self.duplicates_dropped
         )
 
 
@@ -109,7 +116,8 @@ class Lake:
         if not manifest.reconciled:
             problems.append(
                 f"source reported {manifest.source_reported_count}, fetched {manifest.fetched_count}, "
-                f"loaded {manifest.loaded_count} + quarantined {manifest.quarantined_count}"
+                f"loaded {manifest.loaded_count} + quarantined {manifest.quarantined_count} "
+                f"+ duplicates dropped {manifest.duplicates_dropped}"
             )
         for label, name, expected_sha, expected_rows in (
             ("data", manifest.data_file, manifest.data_sha256, manifest.loaded_count),
@@ -203,11 +211,24 @@ class PartitionWriter:
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)
 
+    def _drop_duplicates(self) -> int:
+        """Resolve repeated primary keys in the closed temporary files; recount what they hold if any were."""
+        dropped = drop_duplicates(self.contract, self._tmp["data"], self._tmp["quarantine"])
+        if dropped:
+            self.loaded_count = pq.ParquetFile(self._tmp["data"]).metadata.num_rows
+            reasons = pl.read_parquet(self._tmp["quarantine"], columns=[QUARANTINE_REASON])
+            self.quarantined_count = reasons.height
+            self.reasons = dict(reasons.group_by(QUARANTINE_REASON).len().iter_rows())
+        return dropped
+
     def commit(self, extracted: ExtractStats, stage_seconds: dict[str, float], schema_drift: dict) -> PartitionManifest:
         """Move data, then quarantine, then the manifest into place; return the manifest."""
         started = time.perf_counter()
         for kind in ("data", "quarantine"):
             self._writer(kind).close()
+        dedupe_started = time.perf_counter()
+        duplicates_dropped = self._drop_duplicates()
+        dedupe_seconds = time.perf_counter() - dedupe_started
         checksums = {kind: _sha256(tmp) for kind, tmp in self._tmp.items()}
         for kind in ("data", "quarantine"):
             _fsync_replace(self._tmp[kind], self._final[kind])
@@ -229,9 +250,11 @@ class PartitionWriter:
             bytes_read=extracted.bytes_read,
             source_files=extracted.files,
             schema_drift=schema_drift,
+            duplicates_dropped=duplicates_dropped,
             stage_seconds={
                 **stage_seconds,
-                "write_raw": round(self.write_seconds + time.perf_counter() - started, 4),
+                "dedupe": round(dedupe_seconds, 4),
+                "write_raw": round(self.write_seconds + time.perf_counter() - started - dedupe_seconds, 4),
             },
         )
         path = self.lake.manifest_path(self.contract.name, self.day)

@@ -14,29 +14,47 @@ import duckdb
 from dagster_dbt import DbtCliResource
 from dbt.version import __version__ as dbt_core_version
 from packaging import version
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
+from pipeline_project.circuit_breaker import CircuitBreaker
 from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
 from pipeline_project.raw_store import Lake
-from pipeline_project.sources import ShopApiClient
+from pipeline_project.sources import ShopApiClient, source_host
 
 
 class ShopApiResource(dg.ConfigurableResource):
-    """The shop's REST API (the bundled demo source by default)."""
+    """The shop's REST API (the bundled demo source by default).
+
+    One circuit breaker per run: Dagster sets the resource up once per run (once per step process with the
+    multiprocess executor), and every client it hands out shares the breaker, so once the source has failed
+    `circuit_failure_threshold` requests in a row the run's other assets and step retries fail fast
+    instead of hammering it, until `circuit_cooldown_seconds` have passed (see `circuit_breaker`).
+    """
 
     base_url: str
     token: str
     page_size: int = 5000
     timeout_seconds: float = 30.0
     max_attempts: int = 5
+    circuit_failure_threshold: int = 5
+    circuit_cooldown_seconds: float = 60.0
+    _breaker: CircuitBreaker | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._breaker = self._new_breaker()
+
+    def _new_breaker(self) -> CircuitBreaker:
+        return CircuitBreaker(source_host(self.base_url), self.circuit_failure_threshold, self.circuit_cooldown_seconds)
 
     def client(self) -> ShopApiClient:
+        """A client sharing the run's breaker (outside a run, where nothing set one up, a breaker of its own)."""
         return ShopApiClient(
             self.base_url,
             self.token,
             page_size=self.page_size,
             timeout_seconds=self.timeout_seconds,
             max_attempts=self.max_attempts,
+            breaker=self._breaker or self._new_breaker(),
         )
 
 

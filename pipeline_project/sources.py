@@ -6,6 +6,22 @@ a landing directory. Both yield batches of at most `batch_rows` rows so memory d
 of a partition. Batches keep the columns and types the source sent (polars infers them from every value),
 so that ingestion can compare them with their contract (`schema_drift`). Nothing here writes anywhere;
 ingestion decides what to keep.
+
+How a day is fetched, so that late records land in the right partition and nothing is lost at a page cut:
+- A partition is a business day. Fact tables are asked for by their business date (`date=`: the day of
+  `ordered_at` / `paid_at`), changing dimensions by the day their version was written (`updated_since` /
+  `updated_before`); see `day_filter`. An order placed on D is in partition D whenever it reaches the
+  source, never in the day it arrived.
+- No cursor survives a run: every extraction of a partition re-reads that whole day and the raw layer
+  replaces the partition. A record that reached the source after D was first extracted is picked up by the
+  next extraction of D, which the daily schedule does for the last `partitions.LOOKBACK_DAYS` days.
+- Within one extraction the client follows the source's opaque `next_cursor` and never builds a cursor
+  from timestamps, so records sharing an `updated_at` across a page cut cannot be skipped (the classic
+  `updated_at > last_seen` loss). A source whose cursor overlaps at a cut re-sends records: they are
+  counted as fetched and dropped by primary key before the commit (`dedupe`, latest `updated_at` wins).
+
+A circuit breaker (`circuit_breaker`) sits in front of every request: when the source keeps failing,
+requests fail fast with a message that says so instead of reaching it.
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from pipeline_project.circuit_breaker import CircuitBreaker, CircuitOpenError
 from pipeline_project.contracts import RawTableContract
 
 log = logging.getLogger(__name__)
@@ -107,6 +124,12 @@ class ExtractStats:
     source: str = ""  # where the batch being read comes from: the endpoint or the landing file
 
 
+def source_host(base_url: str) -> str:
+    """host:port of a base URL: what messages may name (never a path, query string or userinfo)."""
+    url = httpx.URL(base_url)
+    return f"{url.host}:{url.port}" if url.port else url.host
+
+
 def day_filter(table: str, day: date) -> dict[str, str]:
     if table in DATE_FILTERED:
         return {"date": day.isoformat()}
@@ -125,7 +148,8 @@ def observed_frame(records: list[dict]) -> pl.DataFrame:
 
 
 class ShopApiClient:
-    """A paginating client for the shop's REST API with timeouts and retries on transient failures."""
+    """A paginating client for the shop's REST API with timeouts, retries on transient failures and a
+    circuit breaker (pass one `breaker` to every client of a run so they all stop when the source is down)."""
 
     def __init__(
         self,
@@ -137,8 +161,10 @@ class ShopApiClient:
         max_attempts: int = 5,
         max_backoff_seconds: float = 30.0,
         max_retry_after_seconds: float = 60.0,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._token = token
+        self._breaker = breaker or CircuitBreaker(source_host(base_url))
         self._client = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
@@ -166,12 +192,23 @@ class ShopApiClient:
 
     def _get_page(self, path: str, params: dict[str, str]) -> dict:
         def attempt() -> httpx.Response:
-            response = self._client.get(path, params=params)
+            self._breaker.before_request()
+            try:
+                response = self._client.get(path, params=params)
+            except Exception as err:
+                self._breaker.record_failure(type(err).__name__)
+                raise
+            if response.status_code >= 500:
+                self._breaker.record_failure(f"HTTP {response.status_code}")
+            else:
+                self._breaker.record_success()
             response.raise_for_status()
             return response
 
         try:
             response = self._retrying(attempt)
+        except CircuitOpenError as err:
+            raise SourceError(f"GET {path} not sent: {err}", retryable=True) from None
         except httpx.HTTPStatusError as err:
             detail = self._redact(err.response.text[:200])
             raise SourceError(

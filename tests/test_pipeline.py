@@ -107,6 +107,7 @@ def test_every_partition_is_materialized_with_counts(pipeline_runs):
             assert metadata["dagster/row_count"].value == expected
             assert metadata["source_reported_count"].value == expected
             assert metadata["quarantined_count"].value == 0
+            assert metadata["duplicates_dropped"].value == 0
 
 
 def test_marts_equal_the_generators_ground_truth(pipeline_runs):
@@ -184,6 +185,7 @@ def test_bad_records_are_quarantined_with_the_rule_they_broke(state_dir, instanc
         bad = world.bad_records(table, day)
         assert bad, f"the generator injected no bad {table}"
         assert manifest.source_reported_count == world.record_counts(day)[table]
+        assert manifest.duplicates_dropped == 0
         assert manifest.source_reported_count == manifest.loaded_count + manifest.quarantined_count
         assert manifest.quarantined_count == len(bad)
         key = RAW_CONTRACTS[table].primary_key

@@ -2,8 +2,9 @@
 
 This module owns the transport of the demo source: routes, bearer-token auth, filters, keyset
 pagination, responses, and the fault knobs (`Faults`) that let tests and demos make the upstream
-misbehave (500s, 429s with Retry-After, latency, a full outage, a changed schema). It holds no data of its
-own; every record comes from the world's cached days.
+misbehave (500s, 429s with Retry-After, latency, a full outage, a changed schema, records re-sent on a
+later page, records that reach the source late). It holds no data of its own; every record comes from the
+world's cached days.
 
     GET /health                                            200 {"status": "ok"}, no auth
     GET /v1/orders|order_items|payments?date=YYYY-MM-DD    by the date of ordered_at / paid_at
@@ -27,6 +28,7 @@ import socket
 import socketserver
 import threading
 import time
+import zlib
 from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
@@ -56,6 +58,8 @@ MAX_LIMIT = 10_000
 # generating years of data. Ingestion asks for one day at a time.
 MAX_UPDATED_RANGE = timedelta(days=31)
 MAX_BODY_BYTES = 64 * 1024
+# How long after its business day a late order (with its items and payments) reaches the source.
+LATE_ARRIVAL_DELAY = timedelta(days=1)
 _DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 SCHEMA_DRIFT_CHANGES = ("drop", "retype", "rename", "add")
 RETYPES = {"string": str, "float": float}
@@ -73,6 +77,15 @@ class Faults:
         {"order_items": {"drop": ["discount_cents"], "retype": {"quantity": "string" | "float"},
                          "rename": {"order_id": "order_ref"}, "add": {"coupon_code": "X"}}}
         (a renamed column keeps its place; added columns come last, with the given value in every record).
+    duplicate_rate: every round(1 / duplicate_rate)-th record of a listing is sent twice: again at the start
+        of the next page (a cursor that overlaps at page boundaries), or right after its own page's records
+        when that is the last page. `total` counts the copies: the records the source says it sends.
+    duplicate_skew_seconds: the copies' updated_at is this much later (a newer version: the record changed
+        between pages) or, if negative, earlier (a stale replica's older version); 0 = identical copies.
+    late_arrival_rate: about this share of orders, with their items and payments, reach the source a day
+        after their business day (LATE_ARRIVAL_DELAY): their updated_at is that late, their date is not.
+    as_of: the source's clock (ISO 8601): records whose updated_at is after it have not arrived yet and are
+        not served (None = everything has arrived).
     """
 
     error_rate: float = 0.0
@@ -81,6 +94,10 @@ class Faults:
     latency_ms: int = 0
     outage: bool = False
     schema_drift: dict[str, dict[str, Any]] = field(default_factory=dict)
+    duplicate_rate: float = 0.0
+    duplicate_skew_seconds: int = 0
+    late_arrival_rate: float = 0.0
+    as_of: str | None = None
 
     def __post_init__(self) -> None:
         def number(name: str, value: Any, low: float, high: float, integral: bool) -> None:
@@ -96,6 +113,34 @@ class Faults:
         if not isinstance(self.outage, bool):
             raise ValueError(f"outage must be true or false, got {self.outage!r}")
         _check_schema_drift(self.schema_drift)
+        number("duplicate_rate", self.duplicate_rate, 0, 1, integral=False)
+        number("duplicate_skew_seconds", self.duplicate_skew_seconds, -86_400, 86_400, integral=True)
+        number("late_arrival_rate", self.late_arrival_rate, 0, 1, integral=False)
+        if self.as_of is not None:
+            try:
+                self.as_of_time()
+            except (TypeError, ValueError):
+                raise ValueError(f"as_of must be an ISO 8601 timestamp or null, got {self.as_of!r}") from None
+
+    def as_of_time(self) -> datetime | None:
+        return None if self.as_of is None else to_naive_utc(datetime.fromisoformat(self.as_of))
+
+    def _duplicate_every(self) -> int:
+        return max(1, round(1 / self.duplicate_rate)) if self.duplicate_rate else 0
+
+    def is_duplicated(self, position: int) -> bool:
+        """Whether the record at `position` (0-based) of a listing is sent twice."""
+        every = self._duplicate_every()
+        return bool(every) and (position + 1) % every == 0
+
+    def duplicates_in(self, record_count: int) -> int:
+        """How many copies a listing of `record_count` records carries on top of them."""
+        every = self._duplicate_every()
+        return record_count // every if every else 0
+
+    def arrives_late(self, order_id: int) -> bool:
+        """Whether an order (and its items and payments) reaches the source LATE_ARRIVAL_DELAY after its day."""
+        return zlib.crc32(order_id.to_bytes(8, "big")) < self.late_arrival_rate * 2**32
 
     @classmethod
     def from_dict(cls, payload: Any) -> Faults:
@@ -206,7 +251,7 @@ class DemoShopServer:
         self._lock = threading.Lock()
         self._request_count = 0
         self._requests_since_faults = 0
-        self._listings: OrderedDict[_Query, _Listing] = OrderedDict()
+        self._listings: OrderedDict[tuple, _Listing] = OrderedDict()
         self._listings_lock = threading.Lock()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -313,14 +358,20 @@ class DemoShopServer:
         except BadRequest as exc:
             handler.send_json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
             return
-        listing = self._listing(query)
-        total = len(listing.keys)
+        listing = self._listing(query, faults)
+        count = len(listing.keys)
         start = 0 if after is None else bisect_right(listing.keys, after)
-        end = min(start + limit, total)
-        next_cursor = _encode_cursor(query, listing.keys[end - 1]) if end < total else None
+        end = min(start + limit, count)
+        next_cursor = _encode_cursor(query, listing.keys[end - 1]) if end < count else None
         records = listing.array[listing.starts[start] : listing.starts[end] - 1] if end > start else b""
+        if faults.duplicate_rate:
+            # Copies of the previous page's chosen records lead this page; the last page repeats its own.
+            resent_before = _copies(listing, faults, range(max(0, start - limit), start))
+            resent_after = _copies(listing, faults, range(start, end)) if end == count else []
+            records = b",".join(part for part in (*resent_before, records, *resent_after) if part)
         if records and table in faults.schema_drift:
             records = _drift_records(records, faults.schema_drift[table])
+        total = str(count + faults.duplicates_in(count))
         body = b"".join(
             (
                 b'{"data":[',
@@ -328,11 +379,11 @@ class DemoShopServer:
                 b'],"next_cursor":',
                 orjson.dumps(next_cursor),
                 b',"total":',
-                str(total).encode(),
+                total.encode(),
                 b"}",
             )
         )
-        handler.send_body(HTTPStatus.OK, body, {"X-Total-Count": str(total)})
+        handler.send_body(HTTPStatus.OK, body, {"X-Total-Count": total})
 
     def _handle_admin_faults(self, handler: _Handler, method: str) -> None:
         if not self._authorized(handler):
@@ -347,24 +398,57 @@ class DemoShopServer:
             self.set_faults(faults)
         handler.send_json(HTTPStatus.OK, self.faults.to_dict())
 
-    def _listing(self, query: _Query) -> _Listing:
+    def _listing(self, query: _Query, faults: Faults) -> _Listing:
         # Serialising under the lock means concurrent first requests for a day wait for one build
         # instead of all doing it.
+        cache_key = (query, faults.late_arrival_rate, faults.as_of)
         with self._listings_lock:
-            listing = self._listings.get(query)
+            listing = self._listings.get(cache_key)
             if listing is not None:
-                self._listings.move_to_end(query)
+                self._listings.move_to_end(cache_key)
                 return listing
             if query.day is not None:
                 records = self.world._rows(query.table, query.day)
             else:
                 records = self.world._versions_between(query.table, query.since, query.before)
+            records = _arrived(query.table, records, faults)
             key = PRIMARY_KEYS[query.table]
             listing = _Listing([record[key] for record in records], *encode_array(records))
-            self._listings[query] = listing
+            self._listings[cache_key] = listing
             if len(self._listings) > 16:
                 self._listings.popitem(last=False)
             return listing
+
+
+def _arrived(table: str, records: list[dict[str, Any]], faults: Faults) -> list[dict[str, Any]]:
+    """The records the source holds at `faults.as_of`, late arrivals stamped with their arrival time."""
+    if faults.late_arrival_rate and table in DAILY_TABLES:
+        records = [
+            {**record, "updated_at": record["updated_at"] + LATE_ARRIVAL_DELAY}
+            if faults.arrives_late(record["order_id"])
+            else record
+            for record in records
+        ]
+    as_of = faults.as_of_time()
+    if as_of is not None:
+        records = [record for record in records if record["updated_at"] <= as_of]
+    return records
+
+
+def _copies(listing: _Listing, faults: Faults, positions: range) -> list[bytes]:
+    """The re-sent copies of the chosen records among `positions`, their updated_at skewed if asked."""
+    copies = []
+    for position in positions:
+        if not faults.is_duplicated(position):
+            continue
+        encoded = listing.array[listing.starts[position] : listing.starts[position + 1] - 1]
+        if faults.duplicate_skew_seconds:
+            record = orjson.loads(encoded)
+            updated_at = datetime.fromisoformat(record["updated_at"])
+            record["updated_at"] = to_naive_utc(updated_at) + timedelta(seconds=faults.duplicate_skew_seconds)
+            encoded = orjson.dumps(record, option=JSON_OPTIONS)
+        copies.append(encoded)
+    return copies
 
 
 def _parse_query(table: str, query_string: str) -> tuple[_Query, int, int | None]:

@@ -43,7 +43,7 @@ def _peak_rss_mb() -> dict[str, float]:
 
 
 def _stage_seconds_from_manifests(lake_root: Path) -> dict[str, float]:
-    totals = {"extract": 0.0, "validate": 0.0, "write_raw": 0.0}
+    totals = {"extract": 0.0, "validate": 0.0, "dedupe": 0.0, "write_raw": 0.0}
     source_rows = 0
     for manifest_path in (lake_root / "manifests").glob("*/*.json"):
         manifest = json.loads(manifest_path.read_text())
