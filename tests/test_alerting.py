@@ -14,6 +14,7 @@ from pipeline_project.alerting.delivery import deliver_due
 from pipeline_project.alerting.heartbeat import main as heartbeat_main
 from pipeline_project.alerting.resource import AlertingResource
 from pipeline_project.alerting.sensors import alert_delivery, check_alerts, freshness_alerts, run_alerts
+from pipeline_project.alerting.signals import RANGE_END_TAG, RANGE_START_TAG, run_subject, subjects_resolved_by
 from pipeline_project.definitions import defs
 
 from receivers import WebhookReceiver
@@ -260,3 +261,21 @@ def test_the_heartbeat_shows_whether_the_delivery_loop_is_alive(instance, alerti
     heartbeat.write_text(json.dumps(beat))
     assert heartbeat_main(["--path", str(heartbeat), "--max-age-seconds", "300"]) == 1
     assert "monitoring is not running" in capsys.readouterr().err
+
+
+def test_a_failed_range_is_resolved_only_by_a_success_that_covers_it():
+    def run(**tags):
+        return dg.DagsterRun(job_name="shop_pipeline", run_id="r", tags=tags)
+
+    failed_range = run_subject("shop_pipeline", "2026-03-13..2026-03-15")
+    failed_day = run_subject("shop_pipeline", "2026-03-14")
+    other_job = run_subject("asset_checks", None)
+    open_subjects = [failed_range, failed_day, other_job]
+
+    one_day = run(**{"dagster/partition": "2026-03-14"})
+    assert subjects_resolved_by(one_day, open_subjects) == [failed_day]
+    next_lookback = run(**{RANGE_START_TAG: "2026-03-14", RANGE_END_TAG: "2026-03-16"})
+    assert subjects_resolved_by(next_lookback, open_subjects) == [failed_day]
+    rerun = run(**{RANGE_START_TAG: "2026-03-13", RANGE_END_TAG: "2026-03-15"})
+    assert subjects_resolved_by(rerun, open_subjects) == [failed_range, failed_day]
+    assert subjects_resolved_by(dg.DagsterRun(job_name="asset_checks", run_id="c"), open_subjects) == [other_job]

@@ -271,6 +271,14 @@ class Outbox:
             ).fetchall()
         return [dict(row) for row in rows]
 
+    def open_subjects(self, prefix: str) -> list[str]:
+        with self._transaction() as db:
+            rows = db.execute(
+                "select subject from incidents where resolved_at is null and substr(subject, 1, ?) = ?",
+                (len(prefix), prefix),
+            ).fetchall()
+        return [subject for (subject,) in rows]
+
     def open_incidents(self, kind: AlertKind | None = None) -> list[str]:
         with self._transaction() as db:
             rows = db.execute(

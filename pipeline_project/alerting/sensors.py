@@ -18,7 +18,7 @@ incidents of last month. All four are RUNNING by default.
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 from dagster._core.event_api import EventLogRecord
@@ -31,15 +31,17 @@ from dagster._core.storage.asset_check_execution_record import (
 from pipeline_project.alerting.alert import Alert, Severity
 from pipeline_project.alerting.channels import Channel
 from pipeline_project.alerting.delivery import LOG_CHANNEL, deliver_due, write_heartbeat
-from pipeline_project.alerting.outbox import Signal
+from pipeline_project.alerting.outbox import Outbox, Signal
 from pipeline_project.alerting.resource import AlertingResource
 from pipeline_project.alerting.signals import (
+    RUN_SUBJECT_PREFIX,
     SlaLookup,
     check_signal,
     freshness_signal,
     run_failure_signal,
     run_success_signal,
     run_will_be_retried,
+    subjects_resolved_by,
 )
 from pipeline_project.policies import ALERT_ROUTES, DEFAULT_ALERT_ROUTE
 
@@ -80,12 +82,12 @@ def _run_status_changes(
     return list(instance.fetch_run_status_changes(records_filter, limit=RECORDS_PER_TICK, ascending=True).records)
 
 
-def _queue_and_send(alerting: AlertingResource, signals: Iterator[Signal | None]) -> str:
+def _queue_and_send(alerting: AlertingResource, signals: Callable[[Outbox], Iterator[Signal | None]]) -> str:
     """Record every signal in the outbox as it comes (the caller moves its cursor as the iterator
     advances), then try to deliver at once what was queued; the delivery sensor retries the rest."""
     outbox, channels = alerting.outbox(), alerting.channels()
     seen = queued = 0
-    for signal in signals:
+    for signal in signals(outbox):
         seen += 1
         if signal is not None and outbox.record(signal, route_channels(signal.alert, channels)):
             queued += 1
@@ -108,12 +110,12 @@ def freshness_alerts(context: dg.SensorEvaluationContext, alerting: AlertingReso
     cursor = int(context.cursor) if context.cursor else None
     sla_of = SlaLookup(context.repository_def.asset_graph if context.repository_def else None)
 
-    def signals():
+    def signals(outbox: Outbox):
         for record in _freshness_changes(context.instance, cursor):
             yield freshness_signal(record, sla_of, alerting.webserver_url, context.instance)
             context.update_cursor(str(record.storage_id))
 
-    return dg.SkipReason(_queue_and_send(alerting, signals()))
+    return dg.SkipReason(_queue_and_send(alerting, signals))
 
 
 def _new_check_executions(
@@ -142,7 +144,7 @@ def check_alerts(context: dg.SensorEvaluationContext, alerting: AlertingResource
     graph = context.repository_def.asset_graph
     sla_of = SlaLookup(graph)
 
-    def signals():
+    def signals(outbox: Outbox):
         for check_key in sorted(graph.asset_check_keys, key=lambda key: key.to_user_string()):
             name = check_key.to_user_string()
             for execution in _new_check_executions(context.instance, check_key, seen.get(name)):
@@ -150,7 +152,7 @@ def check_alerts(context: dg.SensorEvaluationContext, alerting: AlertingResource
                 seen[name] = execution.id
                 context.update_cursor(json.dumps(seen, sort_keys=True))
 
-    return dg.SkipReason(_queue_and_send(alerting, signals()))
+    return dg.SkipReason(_queue_and_send(alerting, signals))
 
 
 @_interval_sensor(
@@ -167,7 +169,7 @@ def run_alerts(context: dg.SensorEvaluationContext, alerting: AlertingResource):
         cursors[kind] = storage_id
         context.update_cursor(json.dumps(cursors, sort_keys=True))
 
-    def signals():
+    def signals(outbox: Outbox):
         # One stream in storage order, so a success resolves only a failure that happened before it.
         failures = _run_status_changes(instance, DagsterEventType.RUN_FAILURE, cursors.get("failure"))
         successes = _run_status_changes(instance, DagsterEventType.RUN_SUCCESS, cursors.get("success"))
@@ -186,7 +188,8 @@ def run_alerts(context: dg.SensorEvaluationContext, alerting: AlertingResource):
             if run is None:
                 yield None
             elif outcome == "success":
-                yield run_success_signal(record, run, sla_of, alerting.webserver_url)
+                for subject in subjects_resolved_by(run, outbox.open_subjects(RUN_SUBJECT_PREFIX)):
+                    yield run_success_signal(record, run, subject, sla_of, alerting.webserver_url)
             else:
                 will_retry = run_will_be_retried(run)
                 undecided = will_retry is None and instance.run_retries_enabled
@@ -195,7 +198,7 @@ def run_alerts(context: dg.SensorEvaluationContext, alerting: AlertingResource):
                 yield None if will_retry else run_failure_signal(record, run, instance, sla_of, alerting.webserver_url)
             save(outcome, record.storage_id)
 
-    return dg.SkipReason(_queue_and_send(alerting, signals()))
+    return dg.SkipReason(_queue_and_send(alerting, signals))
 
 
 @_interval_sensor("alert_delivery", "Delivers queued alerts with backoff and writes the monitoring heartbeat.")

@@ -8,7 +8,7 @@ about one subject, firing or healthy, or None when the event says nothing an on-
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
@@ -176,6 +176,39 @@ def _partition_label(run: dg.DagsterRun) -> str | None:
     return None
 
 
+RUN_SUBJECT_PREFIX = "run:"
+UNPARTITIONED = "unpartitioned"
+
+
+def run_subject(job_name: str, partition_label: str | None) -> str:
+    return f"{RUN_SUBJECT_PREFIX}{job_name}:{partition_label or UNPARTITIONED}"
+
+
+def _partitions_of(label: str) -> set[str]:
+    """The partitions a label names: one key, or every day of a `start..end` range of daily keys."""
+    if ".." not in label:
+        return {label}
+    start, end = label.split("..", 1)
+    try:
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+    except ValueError:
+        return {start, end}
+    return {(first + timedelta(days=offset)).isoformat() for offset in range((last - first).days + 1)}
+
+
+def subjects_resolved_by(run: dg.DagsterRun, open_subjects: list[str]) -> list[str]:
+    """The open run incidents a successful run ends: same job, and every partition of the failed run is
+    among the partitions this run materialized (a daily run resolves the failed range it covers)."""
+    prefix = f"{RUN_SUBJECT_PREFIX}{run.job_name}:"
+    succeeded = _partition_label(run) or UNPARTITIONED
+    covered = _partitions_of(succeeded)
+    return [
+        subject
+        for subject in open_subjects
+        if subject.startswith(prefix) and _partitions_of(subject.removeprefix(prefix)) <= covered
+    ]
+
+
 def _root_error(error) -> str:
     while error.cause is not None:
         error = error.cause
@@ -248,15 +281,12 @@ def run_failure_signal(
         details={"job": run.job_name, "run_id": run.run_id, "failed_assets": len(failed_assets)},
         occurred_at=record.timestamp,
     )
-    return Signal(
-        subject=f"run:{run.job_name}:{partition or 'unpartitioned'}",
-        firing=True,
-        event_id=record.storage_id,
-        alert=alert,
-    )
+    return Signal(subject=run_subject(run.job_name, partition), firing=True, event_id=record.storage_id, alert=alert)
 
 
-def run_success_signal(record: EventLogRecord, run: dg.DagsterRun, sla_of: SlaLookup, webserver_url: str) -> Signal:
+def run_success_signal(
+    record: EventLogRecord, run: dg.DagsterRun, subject: str, sla_of: SlaLookup, webserver_url: str
+) -> Signal:
     partition = _partition_label(run)
     alert = _alert(
         AlertKind.TRANSFORMATION_FAILED,
@@ -269,12 +299,7 @@ def run_success_signal(record: EventLogRecord, run: dg.DagsterRun, sla_of: SlaLo
         details={"job": run.job_name, "run_id": run.run_id},
         occurred_at=record.timestamp,
     )
-    return Signal(
-        subject=f"run:{run.job_name}:{partition or 'unpartitioned'}",
-        firing=False,
-        event_id=record.storage_id,
-        alert=alert,
-    )
+    return Signal(subject=subject, firing=False, event_id=record.storage_id, alert=alert)
 
 
 def delivery_failing_signal(channel: str, dedup_key: str, error: str, firing: bool, event_id: int) -> Signal:
