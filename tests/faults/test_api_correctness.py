@@ -20,14 +20,8 @@ from pipeline_project.demo_source.server import LATE_ARRIVAL_DELAY
 from pipeline_project.ingestion import API_TABLES, load_partition, raw_asset_key, reconciliation_result
 from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.resources import ShopApiResource
-from pipeline_project.sources import (
-    ShopApiClient,
-    SourceError,
-    iter_landing_batches,
-    landing_files,
-    source_host,
-    to_frame,
-)
+from pipeline_project.schema_drift import conform
+from pipeline_project.sources import ShopApiClient, SourceError, iter_landing_batches, observed_frame, source_host
 
 from conftest import TOKEN
 
@@ -76,7 +70,7 @@ def _served(world: ShopWorld, table: str, day: date = DAY) -> pl.DataFrame:
     else:
         records = getattr(world, f"{table}_on")(day)
     iso = [{k: f"{v.isoformat()}Z" if isinstance(v, datetime) else v for k, v in r.items()} for r in records]
-    return to_frame(RAW_CONTRACTS[table], iso)
+    return conform(RAW_CONTRACTS[table], observed_frame(iso))
 
 
 # ------------------------------------------------------------------------------------- circuit breaker
@@ -204,7 +198,7 @@ def test_a_landing_file_delivered_twice_loads_its_events_once(tmp_path):
         contract,
         DAY,
         "test-run",
-        lambda stats: iter_landing_batches(contract, landing_files(landing, "web_events", DAY), stats, batch_rows=100),
+        lambda stats: iter_landing_batches(contract, sorted([*files, relanded]), stats, batch_rows=100),
     )
     events = world.record_counts(DAY)["web_events"]
     assert manifest.reconciled and manifest.fetched_count == events + repeated
@@ -255,7 +249,7 @@ def _load_batches(lake: Lake, table: str, batches: list[list[dict]]):
     def stream(stats):
         stats.source_reported_count = stats.fetched_count = sum(len(batch) for batch in batches)
         for batch in batches:
-            yield to_frame(contract, batch)
+            yield observed_frame(batch)
 
     return load_partition(lake, contract, DAY, "test-run", stream)
 
