@@ -21,6 +21,7 @@ from pathlib import Path
 from pipeline_project.local.demo_process import DemoSourceProcess
 from pipeline_project.local.environment import (
     REPO_ROOT,
+    demo_source_port,
     demo_source_wanted,
     ensure_dbt_manifest,
     prepare_environment,
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(settings["LANDING_DIR"]),
             yesterday,
             days=7,
-            port=int(os.environ.get("SHOP_DEMO_PORT", "8765")),
+            port=demo_source_port(),
             log_path=Path(settings["PIPELINE_LOG_DIR"]) / "demo_source.log",
         )
         source.start()

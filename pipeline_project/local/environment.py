@@ -17,6 +17,15 @@ from pipeline_project.alerting.resource import CHANNEL_SETTINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_TOKEN = "demo-token"
+# Where `make dev` serves the demo source; SHOP_DEMO_PORT overrides the port.
+DEMO_SOURCE_HOST = "127.0.0.1"
+DEMO_SOURCE_PORT = 8765
+
+
+def demo_source_port() -> int:
+    return int(os.environ.get("SHOP_DEMO_PORT") or DEMO_SOURCE_PORT)
+
+
 # Off unless set: an empty value turns a channel off (the log channel is always on).
 OPTIONAL_ALERT_SETTINGS = (*CHANNEL_SETTINGS.values(), "ALERT_RUNBOOK_BASE_URL")
 

@@ -1,0 +1,320 @@
+"""The on-call CLI against real state: a Dagster instance with a good and a failed run, the raw layer they
+wrote, the demo source, a DuckDB warehouse, the alert outbox and the log channel's file. Every command prints
+the data the runbooks say it prints, names what is missing when it cannot, never prints the source token,
+and changes nothing it reads."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from pipeline_project.alerting.channels import LogChannel
+from pipeline_project.alerting.outbox import Outbox
+from pipeline_project.alerting.signals import delivery_failing_signal
+from pipeline_project.demo_source import Faults
+from pipeline_project.ingestion import build_api_ingestion_asset
+from pipeline_project.local.environment import DEMO_SOURCE_PORT, DEMO_TOKEN, REPO_ROOT
+from pipeline_project.local.oncall import export_source_settings, main
+from pipeline_project.raw_store import Lake
+from pipeline_project.resources import LakeResource, ShopApiResource
+
+from conftest import DAYS, TOKEN
+
+GOOD_DAY, DRIFTED_DAY = DAYS
+RAW_ORDERS = build_api_ingestion_asset("orders")
+RENAMED_CUSTOMER_ID = Faults(schema_drift={"orders": {"rename": {"customer_id": "customer_ref"}}})
+# What dbt compiles `unique` on stg_orders.order_id to (dbt_project/target/*/run_results.json, compiled_code).
+UNIQUE_ORDER_ID_SQL = """
+select order_id as unique_field, count(*) as n_records
+from "warehouse"."staging"."stg_orders"
+where order_id is not null
+group by order_id
+having count(*) > 1
+"""
+
+
+@pytest.fixture
+def restored_environ():
+    """`prepare_environment` writes the settings it resolves into os.environ: put everything back afterwards."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def state(restored_environ, state_dir, monkeypatch) -> Path:
+    """The CLI's state directory; the lake, landing and warehouse paths are the `state_dir` fixture's."""
+    monkeypatch.setenv("PIPELINE_STATE_DIR", str(state_dir))
+    for name in ("DAGSTER_HOME", "ALERT_DIR", "PIPELINE_LOG_DIR", "DBT_TARGET_PATH", "SHOP_DEMO_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    return state_dir
+
+
+def oncall(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert TOKEN not in out + err, "the source token was printed"
+    return code, out, err
+
+
+def box_rows(out: str) -> list[list[str]]:
+    """The data rows of a table as DuckDB draws it (below the line that ends its header)."""
+    lines = out.splitlines()
+    body = lines[next(number for number, line in enumerate(lines) if line.startswith("├")) + 1 :]
+    return [[cell.strip() for cell in line.strip("│").split("│")] for line in body if line.startswith("│")]
+
+
+def materialize_orders(instance, state: Path, url: str, day) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [RAW_ORDERS],
+        instance=instance,
+        partition_key=day.isoformat(),
+        resources={
+            "shop_api": ShopApiResource(base_url=url, token=TOKEN, page_size=100),
+            "lake": LakeResource(root=str(state / "lake")),
+        },
+        raise_on_error=False,
+    )
+
+
+def file_digests(*roots: Path) -> dict[str, str]:
+    """Every file under the roots, with a digest of its content."""
+    return {
+        str(path): hashlib.sha256(path.read_bytes()).hexdigest()
+        for root in roots
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_run_commands_show_real_runs_and_change_nothing(state, demo_source, instance, capsys):
+    good = materialize_orders(instance, state, demo_source.url, GOOD_DAY)
+    assert good.success
+    demo_source.set_faults(RENAMED_CUSTOMER_ID)
+    failed = materialize_orders(instance, state, demo_source.url, DRIFTED_DAY)
+    assert not failed.success
+    before = file_digests(state, Path(instance.root_directory))
+
+    code, out, _ = oncall(capsys, "runs")
+    assert code == 0
+    header, latest, earlier = (line.split() for line in out.splitlines())
+    assert header == ["run", "id", "job", "status", "started", "(UTC)", "partition"]
+    assert [*latest[:3], latest[-1]] == [failed.run_id, "__ephemeral_asset_job__", "FAILURE", str(DRIFTED_DAY)]
+    assert [*earlier[:3], earlier[-1]] == [good.run_id, "__ephemeral_asset_job__", "SUCCESS", str(GOOD_DAY)]
+    assert oncall(capsys, "runs", "1")[1].count("__ephemeral_asset_job__") == 1
+
+    code, out, _ = oncall(capsys, "run-errors", failed.run_id)
+    assert code == 0
+    first, second, *rest = out.splitlines()
+    assert first == f"run {failed.run_id}  job __ephemeral_asset_job__  status FAILURE  partition {DRIFTED_DAY}"
+    assert second.startswith(f"STEP_FAILURE raw_orders: raw_orders partition {DRIFTED_DAY}: breaking schema drift")
+    assert "    > customer_id -> customer_ref (Int64)  renamed?" in rest
+    drift = next(line for line in rest if line.startswith("    schema_drift: "))
+    assert json.loads(drift.removeprefix("    schema_drift: "))["renamed"] == [
+        {"old": "customer_id", "new": "customer_ref", "dtype": "Int64"}
+    ]
+    assert "\nPIPELINE_FAILURE (run): " in out
+    assert oncall(capsys, "run-errors", good.run_id)[1].endswith("no step failure, retry or run failure recorded\n")
+
+    code, out, _ = oncall(capsys, "run-checks", good.run_id)
+    assert (code, out) == (0, f"no failed check in run {good.run_id} (2 evaluated; --all lists them)\n")
+    rows = [line.split() for line in oncall(capsys, "run-checks", good.run_id, "--all")[1].splitlines()[1:]]
+    assert sorted(rows) == [
+        ["pass", "ERROR", "raw_orders", "source_reconciled", "-"],
+        ["pass", "WARN", "raw_orders", "schema_drift", "-"],
+    ]
+
+    code, out, _ = oncall(capsys, "freshness", "raw_orders", "daily_revenue")
+    assert code == 0
+    assert out.splitlines()[1:] == [
+        "raw_orders     no state yet  0.0 h ago",
+        "daily_revenue  no state yet  never materialized",
+    ]
+    assert oncall(capsys, "freshness")[1].splitlines()[1:] == ["raw_orders  no state yet  0.0 h ago"]
+
+    assert oncall(capsys, "pool") == (0, "duckdb_warehouse (no limit set): 0 taken\n", "")
+
+    code, out, _ = oncall(capsys, "lake-verify", str(GOOD_DAY), "orders")
+    reported = Lake(state / "lake").read_manifest("orders", GOOD_DAY).source_reported_count
+    assert code == 0
+    assert out.splitlines()[2].split()[:7] == ["orders", "ok", str(reported), str(reported), "0", "0", good.run_id[:8]]
+    code, out, _ = oncall(capsys, "lake-verify", str(DRIFTED_DAY))
+    assert code == 1, "a day whose partitions are missing does not verify"
+    assert "orders       NO MANIFEST" in out and "customers    NO MANIFEST" in out
+
+    raw_orders = state / "lake" / "raw" / "orders" / "*" / "*.parquet"
+    code, out, _ = oncall(capsys, "lake-sql", f"select count(*) as orders from read_parquet('{raw_orders}')")
+    assert code == 0 and box_rows(out) == [[str(reported)]]
+
+    code, out, _ = oncall(capsys, "source-columns", "orders", str(DRIFTED_DAY))
+    assert code == 0
+    assert out.splitlines()[0].startswith(f"127.0.0.1:{demo_source.url.rsplit(':', 1)[1]} GET /v1/orders?date=")
+    assert "    > customer_id -> customer_ref (Int64)  renamed?\n    breaking drift: fails the load\n" in out
+
+    assert file_digests(state, Path(instance.root_directory)) == before, "a read-only command changed a file"
+
+    missing_run = "0" * 36
+    code, _, err = oncall(capsys, "run-errors", missing_run)
+    assert code == 1
+    assert err.startswith(f"oncall run-errors: no run {missing_run} under DAGSTER_HOME={instance.root_directory} ")
+
+    data_file = Lake(state / "lake").data_path("orders", GOOD_DAY)
+    content = bytearray(data_file.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    data_file.write_bytes(content)
+    code, out, _ = oncall(capsys, "lake-verify", str(GOOD_DAY), "orders")
+    assert code == 1 and "\norders  PROBLEM" in out
+    assert f"    orders: data file raw/orders/date={GOOD_DAY}/data.parquet does not match the checksum" in out
+    data_file.write_bytes(content[:100])
+    code, out, _ = oncall(capsys, "lake-verify", str(GOOD_DAY), "orders")
+    assert code == 1 and "    orders: its files cannot be read: " in out
+
+
+def test_source_columns_reads_the_landing_files_and_names_a_missing_day(state, demo_source, capsys):
+    code, out, _ = oncall(capsys, "source-columns", "web_events", str(GOOD_DAY))
+    files = sorted((state / "landing" / "web_events" / "incoming" / str(GOOD_DAY)).glob("*.jsonl"))
+    assert code == 0 and len(files) == 4
+    for path in files:
+        assert f"{path}: " in out
+    assert out.count("    no schema drift\n") == sum(1 for path in files if path.stat().st_size)
+
+    code, _, err = oncall(capsys, "source-columns", "web_events", "2026-01-01")
+    assert code == 1
+    assert "no landing files of web_events for 2026-01-01 (incoming or archived) under " in err
+
+
+def test_sql_reads_the_warehouse_read_only_and_names_a_missing_one(state, capsys):
+    code, _, err = oncall(capsys, "sql", "select 1")
+    assert code == 1
+    assert err == f"oncall sql: no warehouse at {state / 'warehouse.duckdb'}: run `make run` first\n"
+
+    with duckdb.connect(str(state / "warehouse.duckdb")) as connection:
+        connection.execute("create schema marts")
+        connection.execute("create table marts.daily_revenue as select date '2026-03-14' as order_date, 1234.5 as net")
+    code, out, _ = oncall(capsys, "sql", "select order_date, net from marts.daily_revenue")
+    assert code == 0 and box_rows(out) == [["2026-03-14", "1234.5"]]
+
+    code, _, err = oncall(capsys, "sql", "delete from marts.daily_revenue")
+    assert code == 1 and "read-only" in err
+    with duckdb.connect(str(state / "warehouse.duckdb"), read_only=True) as connection:
+        assert connection.execute("select count(*) from marts.daily_revenue").fetchone() == (1,)
+
+
+def test_dbt_failing_rows_reruns_the_tests_compiled_sql_of_that_run(state, tmp_path, monkeypatch, capsys):
+    run_id = "3f2a9c1e-0000-4000-8000-000000000000"
+    with duckdb.connect(str(state / "warehouse.duckdb")) as connection:
+        connection.execute("create schema staging")
+        connection.execute("create table staging.stg_orders as select * from (values (1), (2), (2), (3)) t(order_id)")
+    invocation = tmp_path / "target" / f"shop_dbt_assets-{run_id[:7]}-a1b2c3d"
+    invocation.mkdir(parents=True)
+    result = {"unique_id": "test.shop.unique_stg_orders_order_id.4f2b8c", "compiled_code": UNIQUE_ORDER_ID_SQL}
+    (invocation / "run_results.json").write_text(json.dumps({"results": [result]}))
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+
+    code, out, _ = oncall(capsys, "dbt-failing-rows", run_id, "unique_stg_orders_order_id")
+    assert code == 0
+    assert out.startswith("unique_stg_orders_order_id: 1 failing row(s) now; the first 20:\n")
+    assert box_rows(out) == [["2", "2"]]
+
+    code, _, err = oncall(capsys, "dbt-failing-rows", run_id, "not_null_stg_orders_order_id")
+    assert code == 1
+    assert (
+        f"no compiled SQL for dbt test 'not_null_stg_orders_order_id' of run {run_id} in {tmp_path / 'target'}" in err
+    )
+
+
+def test_incidents_and_deliveries_read_the_outbox_without_changing_it(state, capsys):
+    outbox_path = state / "alerts" / "outbox.sqlite"
+    code, _, err = oncall(capsys, "incidents")
+    assert code == 1 and err.startswith(f"oncall incidents: no alert outbox at {outbox_path}: ")
+
+    outbox = Outbox(outbox_path)
+    outbox.record(delivery_failing_signal("slack", "run:x@1:trigger", "HTTP 500", True, event_id=7), ["log", "slack"])
+    slack = next(delivery for delivery in outbox.claim_due() if delivery.channel == "slack")
+    outbox.mark_failed(slack, "slack delivery failed: HTTP 503 from https://hooks.slack.com:443/…")
+    before = outbox_path.read_bytes()
+
+    code, out, _ = oncall(capsys, "incidents")
+    assert code == 0
+    assert out.splitlines()[1].split()[:3] == ["delivery:slack", "alert_delivery_failing", "ERROR"]
+
+    code, out, _ = oncall(capsys, "deliveries")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "2 pending: log 1, slack 1"
+    slack_row = next(line for line in lines if line.startswith("slack "))
+    assert slack_row.split()[1:3] == ["delivery:slack@7:trigger", "1"]
+    assert " no " in slack_row and slack_row.endswith(
+        "slack delivery failed: HTTP 503 from https://hooks.slack.com:443/…"
+    )
+    assert oncall(capsys, "deliveries", "--expired") == (0, "no expired delivery\n", "")
+    assert outbox_path.read_bytes() == before
+
+    outbox.record(delivery_failing_signal("slack", "run:x@1:trigger", "", False, event_id=8), ["log", "slack"])
+    assert oncall(capsys, "incidents") == (0, "no open incident\n", "")
+
+
+def test_alerts_log_prints_the_last_alerts_or_one_dedup_key(state, capsys):
+    log_path = state / "alerts" / "alerts.log"
+    code, _, err = oncall(capsys, "alerts-log")
+    assert code == 1 and err.startswith(f"oncall alerts-log: no alert log at {log_path}: ")
+
+    outbox = Outbox(state / "alerts" / "outbox.sqlite")
+    channel = LogChannel(log_path)
+    trigger = outbox.record(delivery_failing_signal("webhook", "a:trigger", "HTTP 500", True, event_id=1), ["log"])
+    recovery = outbox.record(delivery_failing_signal("webhook", "a:trigger", "", False, event_id=2), ["log"])
+    channel.send(trigger)
+    channel.send(recovery)
+
+    code, out, _ = oncall(capsys, "alerts-log")
+    assert code == 0
+    assert [line.split("  ", 1)[1].split(" | ")[0] for line in out.splitlines()] == [
+        "[ERROR] alerts are not reaching the webhook channel: Delivery of a:trigger to webhook keeps failing "
+        "(HTTP 500); it was written to the log.",
+        "[RESOLVED] alerts reach the webhook channel again: webhook accepted a:trigger.",
+    ]
+    assert oncall(capsys, "alerts-log", "1")[1].count("\n") == 1
+    code, out, _ = oncall(capsys, "alerts-log", "--key", trigger.dedup_key)
+    assert code == 0 and out.count("\n") == 1 and "[ERROR] alerts are not reaching the webhook channel" in out
+    assert oncall(capsys, "alerts-log", "--key", "nope")[0] == 1
+
+
+def test_env_prints_the_paths_the_pipeline_resolves_and_no_secret(state, demo_source, capsys):
+    code, out, _ = oncall(capsys, "env")
+    assert code == 0
+    assert f"export PIPELINE_STATE_DIR={state}\n" in out
+    assert f"export PIPELINE_LAKE_DIR={state / 'lake'}\n" in out
+    assert f"export ALERT_DIR={state / 'alerts'}\n" in out
+    assert "SHOP_API" not in out
+
+
+def test_the_dagster_command_gets_the_pipelines_settings(state, monkeypatch):
+    monkeypatch.setenv("SHOP_API_URL", "")
+    monkeypatch.delenv("SHOP_API_TOKEN", raising=False)
+    export_source_settings()
+    assert os.environ["SHOP_API_URL"] == f"http://127.0.0.1:{DEMO_SOURCE_PORT}"
+    assert os.environ["SHOP_API_TOKEN"] == DEMO_TOKEN
+    monkeypatch.setenv("SHOP_API_URL", "https://shop.example.com")
+    monkeypatch.setenv("SHOP_API_TOKEN", TOKEN)
+    export_source_settings()
+    assert (os.environ["SHOP_API_URL"], os.environ["SHOP_API_TOKEN"]) == ("https://shop.example.com", TOKEN)
+
+    environment = {name: value for name, value in os.environ.items() if name != "DAGSTER_HOME"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "pipeline_project.local.oncall", "dagster", "--", "instance", "info"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert f"$DAGSTER_HOME: {state / 'dagster_home'}" in shown.stdout
+    assert "max_runtime_seconds: 3600" in shown.stdout, "not the repository's instance settings"
