@@ -4,8 +4,8 @@ This module owns the transport of the demo source: routes, bearer-token auth, fi
 pagination, responses, and the fault knobs (`Faults`) that let tests and demos make the upstream
 misbehave (500s, 429s with Retry-After, latency, a full outage, a changed schema, records re-sent on a
 later page, records that reach the source late, bodies cut short, pages that lose their next link or
-miscount their records, and 200s that are not the JSON listing they should be). It holds no data of its
-own; every record comes from the world's cached days.
+miscount their records, 200s that are not the JSON listing they should be, and garbage values in
+records). It holds no data of its own; every record comes from the world's cached days.
 
     GET /health                                            200 {"status": "ok"}, no auth
     GET /v1/orders|order_items|payments?date=YYYY-MM-DD    by the date of ordered_at / paid_at
@@ -98,6 +98,10 @@ class Faults:
         text/html maintenance page), "array" (a bare JSON `[]`), "text_plain" (the listing labelled
         text/plain) or "cut_json" (the listing's first half, labelled with its own length, so the HTTP
         message is complete but the JSON is not). None = well-formed listings.
+    garbage_every, garbage: per table, column -> a value that breaks that column (any JSON value:
+        {"payments": {"order_id": null, "amount_cents": -5, "paid_at": "2026-02-30T10:00:00Z"}}). The record
+        at position i (0-based, in primary-key order) of a listing of such a table gets one of them when
+        (i + 1) is a multiple of garbage_every, the table's columns taken in turn (`garbage_at` names it).
     """
 
     error_rate: float = 0.0
@@ -114,6 +118,8 @@ class Faults:
     omit_next_cursor_after: int = 0
     total_offset: int = 0
     malformed_body: str | None = None
+    garbage_every: int = 0
+    garbage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def number(name: str, value: Any, low: float, high: float, integral: bool) -> None:
@@ -144,6 +150,8 @@ class Faults:
             raise ValueError(
                 f"malformed_body must be one of {', '.join(MALFORMED_BODIES)} or null, got {self.malformed_body!r}"
             )
+        number("garbage_every", self.garbage_every, 0, 1_000_000, integral=True)
+        _check_garbage(self.garbage)
 
     def as_of_time(self) -> datetime | None:
         return None if self.as_of is None else to_naive_utc(datetime.fromisoformat(self.as_of))
@@ -164,6 +172,13 @@ class Faults:
     def arrives_late(self, order_id: int) -> bool:
         """Whether an order (and its items and payments) reaches the source LATE_ARRIVAL_DELAY after its day."""
         return zlib.crc32(order_id.to_bytes(8, "big")) < self.late_arrival_rate * 2**32
+
+    def garbage_at(self, table: str, position: int) -> str | None:
+        """The column of the record at `position` (0-based) of a listing of `table` that carries garbage."""
+        columns = list(self.garbage.get(table, ()))
+        if not self.garbage_every or not columns or (position + 1) % self.garbage_every:
+            return None
+        return columns[((position + 1) // self.garbage_every - 1) % len(columns)]
 
     @classmethod
     def from_dict(cls, payload: Any) -> Faults:
@@ -204,6 +219,28 @@ def _check_schema_drift(drift: Any) -> None:
                 raise ValueError(f"{where}.retype.{column} must be one of {', '.join(RETYPES)}, got {new_type!r}")
         if not column_names(changes.get("rename", {}).values()):
             raise ValueError(f"{where}.rename must map column names to column names")
+
+
+def _check_garbage(garbage: Any) -> None:
+    if not isinstance(garbage, dict):
+        raise ValueError(f"garbage must be an object of table -> {{column: value}}, got {garbage!r}")
+    for table, values in garbage.items():
+        if table not in API_TABLES:
+            raise ValueError(f"garbage.{table}: unknown table; expected some of {', '.join(API_TABLES)}")
+        if not isinstance(values, dict) or not values or not all(isinstance(c, str) and c for c in values):
+            raise ValueError(f"garbage.{table} must be a non-empty object keyed by column name")
+
+
+def _garbage_records(array_body: bytes, table: str, positions: range, faults: Faults) -> bytes:
+    """The records at `positions` of a listing (a JSON array's contents) with their garbage values set."""
+    columns = [faults.garbage_at(table, position) for position in positions]
+    if not any(columns):
+        return array_body
+    records = orjson.loads(b"[" + array_body + b"]")
+    for record, column in zip(records, columns, strict=True):
+        if column is not None:
+            record[column] = faults.garbage[table][column]
+    return orjson.dumps(records, option=JSON_OPTIONS)[1:-1]
 
 
 def _drift_records(array_body: bytes, changes: dict[str, Any]) -> bytes:
@@ -387,6 +424,8 @@ class DemoShopServer:
         end = min(start + limit, count)
         next_cursor = _encode_cursor(query, listing.keys[end - 1]) if end < count else None
         records = listing.array[listing.starts[start] : listing.starts[end] - 1] if end > start else b""
+        if records and faults.garbage_every and table in faults.garbage:
+            records = _garbage_records(records, table, range(start, end), faults)
         if faults.duplicate_rate:
             # Copies of the previous page's chosen records lead this page; the last page repeats its own.
             resent_before = _copies(listing, faults, range(max(0, start - limit), start))
