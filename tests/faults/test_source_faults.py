@@ -4,7 +4,9 @@ API's fault knobs, and a bare socket for what no HTTP server does, on 127.0.0.1)
 Every test first commits a clean partition, then extracts it again against the fault. A fault the client can
 ride out (a body cut once) loads the same rows; one it cannot fails the partition with a message naming the
 endpoint (never the token) and leaves the committed partition byte for byte as it was, whatever pages had
-already arrived; once the source behaves, the partition reloads and reconciles to the clean data.
+already arrived; once the source behaves, the partition reloads and reconciles to the clean data. Records
+carrying garbage (nulls, impossible dates, control characters) are quarantined with the rule they broke while
+the rest loads, and fetched = loaded + quarantined.
 """
 
 import hashlib
@@ -216,6 +218,30 @@ def test_a_reported_total_that_differs_from_the_records_fails_the_partition(sour
         f"held {served}; nothing of the partition was committed"
     )
     assert failure.retryable
+    _recovers_to_the_clean_data(lake, source)
+
+
+def test_a_listing_whose_total_changes_between_pages_fails_the_partition(source, lake):
+    contract = RAW_CONTRACTS[TABLE]
+
+    def records_arrive_after_the_first_page(client, stats):
+        for index, batch in enumerate(client.iter_batches(contract, DAY, stats, batch_rows=1)):
+            if index == 0:
+                source.set_faults(Faults(total_offset=3))
+            yield batch
+
+    before = _partition_state(lake)
+    with _client(source.url) as client, pytest.raises(SourceError) as failure:
+        load_partition(
+            lake, contract, DAY, "test-run", lambda stats: records_arrive_after_the_first_page(client, stats)
+        )
+    served = source.world.record_counts(DAY)[TABLE]
+    assert str(failure.value) == (
+        f"GET /v1/orders?date=2026-03-14: the listing changed while it was read (page 2 reports {served + 3} "
+        f"records, the first page {served}); nothing of the partition was committed"
+    )
+    assert failure.value.retryable
+    assert _partition_state(lake) == before and not list(lake.root.rglob("*.tmp"))
     _recovers_to_the_clean_data(lake, source)
 
 
