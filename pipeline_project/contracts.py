@@ -45,7 +45,22 @@ class Contract(pa.DataFrameModel):
 
 
 # ---------------------------------------------------------------------------------------------- raw
-class RawCustomers(Contract):
+# C0 controls but tab, line feed and carriage return; DEL; C1 controls. A NUL or an escape sequence in a text
+# value breaks exports and terminals downstream, and never belongs in shop data.
+CONTROL_CHARACTERS = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]"
+
+
+class RawContract(Contract):
+    """Base of the raw contracts: on top of each column's rules, no text value holds a control character."""
+
+    @pa.check(".*", regex=True, name="no_control_characters")
+    def no_control_characters(cls, data) -> pl.LazyFrame:
+        if data.lazyframe.collect_schema()[data.key] != pl.String:
+            return data.lazyframe.select(pl.lit(True).alias(data.key))
+        return data.lazyframe.select(~pl.col(data.key).str.contains(CONTROL_CHARACTERS).fill_null(False))
+
+
+class RawCustomers(RawContract):
     customer_id: int = pa.Field(ge=1)
     email: str = pa.Field(str_matches=EMAIL_PATTERN)
     full_name: str = pa.Field(str_length={"min_value": 1})
@@ -57,7 +72,7 @@ class RawCustomers(Contract):
     updated_at: pl.Datetime = pa.Field()
 
 
-class RawProducts(Contract):
+class RawProducts(RawContract):
     product_id: int = pa.Field(ge=1)
     sku: str = pa.Field(str_length={"min_value": 1})
     product_name: str = pa.Field()
@@ -68,7 +83,7 @@ class RawProducts(Contract):
     updated_at: pl.Datetime = pa.Field()
 
 
-class RawOrders(Contract):
+class RawOrders(RawContract):
     order_id: int = pa.Field(ge=1)
     customer_id: int = pa.Field(ge=1)
     order_status: str = pa.Field(isin=ORDER_STATUSES)
@@ -78,7 +93,7 @@ class RawOrders(Contract):
     updated_at: pl.Datetime = pa.Field()
 
 
-class RawOrderItems(Contract):
+class RawOrderItems(RawContract):
     order_item_id: int = pa.Field(ge=1)
     order_id: int = pa.Field(ge=1)
     product_id: int = pa.Field(ge=1)
@@ -89,7 +104,7 @@ class RawOrderItems(Contract):
     updated_at: pl.Datetime = pa.Field()
 
 
-class RawPayments(Contract):
+class RawPayments(RawContract):
     payment_id: int = pa.Field(ge=1)
     order_id: int = pa.Field(ge=1)
     payment_method: str = pa.Field(isin=PAYMENT_METHODS)
@@ -99,7 +114,7 @@ class RawPayments(Contract):
     updated_at: pl.Datetime = pa.Field()
 
 
-class RawWebEvents(Contract):
+class RawWebEvents(RawContract):
     event_id: str = pa.Field(str_length={"min_value": 1})
     session_id: str = pa.Field(str_length={"min_value": 1})
     customer_id: int = pa.Field(ge=1, nullable=True)

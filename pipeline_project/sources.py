@@ -20,8 +20,20 @@ How a day is fetched, so that late records land in the right partition and nothi
   `updated_at > last_seen` loss). A source whose cursor overlaps at a cut re-sends records: they are
   counted as fetched and dropped by primary key before the commit (`dedupe`, latest `updated_at` wins).
 
+What a page must be, so that a partition is never committed from a partial or misread listing:
+- A JSON object (`Content-Type: application/json`) with `data` (a list of objects), `next_cursor` (a string,
+  or null on the last page) and `total` (the records the whole listing holds, the same on every page).
+  Anything else on a 200 (an HTML maintenance page, a bare array, a missing field) fails the partition at
+  once with a shape error naming the endpoint: retrying a misconfigured URL or a changed API cannot help.
+  A body cut short (on the wire, or JSON that ends early) is retried like a dropped connection.
+- When the last page is in, the records fetched must be the `total` the source reported; otherwise the
+  partition fails (retryably: a listing that changed while it was read is complete on the next try).
+  "Zero records reported and zero fetched" is a complete, empty day.
+
 A circuit breaker (`circuit_breaker`) sits in front of every request: when the source keeps failing,
-requests fail fast with a message that says so instead of reaching it.
+requests fail fast with a message that says so instead of reaching it. Every request is bounded by the
+client's timeouts and every page by its attempts, so a source that stalls fails the partition in bounded
+time.
 """
 
 from __future__ import annotations
@@ -73,8 +85,16 @@ class SourceError(Exception):
         self.retryable = retryable
 
 
+class UnreadableBody(Exception):
+    """A 200 whose body is not complete JSON (cut short by the upstream or a proxy): worth another attempt."""
+
+
+class UnexpectedResponse(Exception):
+    """A 200 that is not a listing page (wrong content type or shape): another attempt would get the same."""
+
+
 def _is_transient(error: BaseException) -> bool:
-    if isinstance(error, httpx.TransportError):
+    if isinstance(error, httpx.TransportError | UnreadableBody):
         return True
     if isinstance(error, httpx.HTTPStatusError):
         status = error.response.status_code
@@ -203,12 +223,20 @@ class ShopApiClient:
             else:
                 self._breaker.record_success()
             response.raise_for_status()
-            return response
+            return response, _listing_page(response)
 
         try:
-            response = self._retrying(attempt)
+            response, page = self._retrying(attempt)
         except CircuitOpenError as err:
             raise SourceError(f"GET {path} not sent: {err}", retryable=True) from None
+        except UnreadableBody as err:
+            raise SourceError(f"GET {path} answered 200 with {err}", retryable=True) from None
+        except UnexpectedResponse as err:
+            raise SourceError(
+                f"GET {path} answered 200 with {self._redact(str(err))}; expected a JSON object with "
+                "data, next_cursor and total",
+                retryable=False,
+            ) from None
         except httpx.HTTPStatusError as err:
             detail = self._redact(err.response.text[:200])
             raise SourceError(
@@ -218,7 +246,7 @@ class ShopApiClient:
             raise SourceError(
                 f"GET {path} failed: {type(err).__name__}: {self._redact(str(err))}", retryable=True
             ) from None
-        return orjson.loads(response.content) | {"_bytes": len(response.content)}
+        return page | {"_bytes": len(response.content)}
 
     def _redact(self, text: str) -> str:
         """Error text from a server may echo what it was sent; the token never leaves in a message."""
@@ -239,7 +267,14 @@ class ShopApiClient:
             stats.pages += 1
             stats.bytes_read += page["_bytes"]
             if stats.source_reported_count is None:
-                stats.source_reported_count = page.get("total")
+                stats.source_reported_count = page["total"]
+            elif page["total"] != stats.source_reported_count:
+                raise SourceError(
+                    f"{stats.source}: the listing changed while it was read (page {stats.pages} reports "
+                    f"{page['total']} records, the first page {stats.source_reported_count}); nothing of the "
+                    "partition was committed",
+                    retryable=True,
+                )
             frame = observed_frame(page["data"])
             stats.fetched_count += frame.height
             if pending and frame.schema != pending[0].schema:
@@ -251,12 +286,44 @@ class ShopApiClient:
             if pending_rows >= batch_rows:
                 yield pl.concat(pending)
                 pending, pending_rows = [], 0
-            cursor = page.get("next_cursor")
-            if not cursor:
+            cursor = page["next_cursor"]
+            if cursor is None:
                 break
             params["cursor"] = cursor
+        if stats.fetched_count != stats.source_reported_count:
+            raise SourceError(
+                f"{stats.source}: the source reported {stats.source_reported_count} records but its "
+                f"{stats.pages} page(s) held {stats.fetched_count}; nothing of the partition was committed",
+                retryable=True,
+            )
         if pending:
             yield pl.concat(pending)
+
+
+def _listing_page(response: httpx.Response) -> dict:
+    """The page a 200 carries, or UnreadableBody / UnexpectedResponse saying what arrived instead."""
+    content_type = response.headers.get("Content-Type", "")
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        excerpt = response.content[:80].decode("utf-8", "replace")
+        raise UnexpectedResponse(f"Content-Type {content_type or '(none)'!r}, not JSON: {excerpt!r}")
+    try:
+        page = orjson.loads(response.content)
+    except orjson.JSONDecodeError as err:
+        raise UnreadableBody(f"{len(response.content)} bytes that are not complete JSON ({err})") from None
+    if not isinstance(page, dict):
+        raise UnexpectedResponse(f"a JSON {type(page).__name__}")
+    problems = [f"{name} is missing" for name in ("data", "next_cursor", "total") if name not in page]
+    data, cursor, total = page.get("data", []), page.get("next_cursor"), page.get("total", 0)
+    if not isinstance(data, list) or not all(isinstance(record, dict) for record in data):
+        problems.append("data is not a list of objects")
+    if not (cursor is None or (isinstance(cursor, str) and cursor)):
+        problems.append("next_cursor is neither a non-empty string nor null")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        problems.append(f"total is not a non-negative integer ({str(total)[:40]!r})")
+    if problems:
+        raise UnexpectedResponse(f"a JSON object in which {', '.join(problems)}")
+    return page
 
 
 class UnreadableLandingFile(Exception):

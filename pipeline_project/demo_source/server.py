@@ -3,8 +3,9 @@
 This module owns the transport of the demo source: routes, bearer-token auth, filters, keyset
 pagination, responses, and the fault knobs (`Faults`) that let tests and demos make the upstream
 misbehave (500s, 429s with Retry-After, latency, a full outage, a changed schema, records re-sent on a
-later page, records that reach the source late). It holds no data of its own; every record comes from the
-world's cached days.
+later page, records that reach the source late, bodies cut short, pages that lose their next link or
+miscount their records, 200s that are not the JSON listing they should be, and garbage values in
+records). It holds no data of its own; every record comes from the world's cached days.
 
     GET /health                                            200 {"status": "ok"}, no auth
     GET /v1/orders|order_items|payments?date=YYYY-MM-DD    by the date of ordered_at / paid_at
@@ -63,6 +64,7 @@ LATE_ARRIVAL_DELAY = timedelta(days=1)
 _DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 SCHEMA_DRIFT_CHANGES = ("drop", "retype", "rename", "add")
 RETYPES = {"string": str, "float": float}
+MALFORMED_BODIES = ("html", "array", "text_plain", "cut_json")
 
 
 @dataclass
@@ -86,6 +88,20 @@ class Faults:
         after their business day (LATE_ARRIVAL_DELAY): their updated_at is that late, their date is not.
     as_of: the source's clock (ISO 8601): records whose updated_at is after it have not arrived yet and are
         not served (None = everything has arrived).
+    truncate_every: every Nth request's listing is cut short on the wire: the headers promise the whole
+        body (Content-Length), half of it is sent and the connection is closed (0 = never).
+    omit_next_cursor_after: the Nth page of a listing (1-based, pages of the requested limit) and every
+        later one come without their `next_cursor` field, so the rest of the listing cannot be reached
+        (0 = never).
+    total_offset: added to the reported `total` (and X-Total-Count), so it differs from the records served.
+    malformed_body: every listing answers 200 with something other than the JSON listing: "html" (a
+        text/html maintenance page), "array" (a bare JSON `[]`), "text_plain" (the listing labelled
+        text/plain) or "cut_json" (the listing's first half, labelled with its own length, so the HTTP
+        message is complete but the JSON is not). None = well-formed listings.
+    garbage_every, garbage: per table, column -> a value that breaks that column (any JSON value:
+        {"payments": {"order_id": null, "amount_cents": -5, "paid_at": "2026-02-30T10:00:00Z"}}). The record
+        at position i (0-based, in primary-key order) of a listing of such a table gets one of them when
+        (i + 1) is a multiple of garbage_every, the table's columns taken in turn (`garbage_at` names it).
     """
 
     error_rate: float = 0.0
@@ -98,6 +114,12 @@ class Faults:
     duplicate_skew_seconds: int = 0
     late_arrival_rate: float = 0.0
     as_of: str | None = None
+    truncate_every: int = 0
+    omit_next_cursor_after: int = 0
+    total_offset: int = 0
+    malformed_body: str | None = None
+    garbage_every: int = 0
+    garbage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def number(name: str, value: Any, low: float, high: float, integral: bool) -> None:
@@ -121,6 +143,15 @@ class Faults:
                 self.as_of_time()
             except (TypeError, ValueError):
                 raise ValueError(f"as_of must be an ISO 8601 timestamp or null, got {self.as_of!r}") from None
+        number("truncate_every", self.truncate_every, 0, 1_000_000, integral=True)
+        number("omit_next_cursor_after", self.omit_next_cursor_after, 0, 1_000_000, integral=True)
+        number("total_offset", self.total_offset, -1_000_000, 1_000_000, integral=True)
+        if self.malformed_body is not None and self.malformed_body not in MALFORMED_BODIES:
+            raise ValueError(
+                f"malformed_body must be one of {', '.join(MALFORMED_BODIES)} or null, got {self.malformed_body!r}"
+            )
+        number("garbage_every", self.garbage_every, 0, 1_000_000, integral=True)
+        _check_garbage(self.garbage)
 
     def as_of_time(self) -> datetime | None:
         return None if self.as_of is None else to_naive_utc(datetime.fromisoformat(self.as_of))
@@ -141,6 +172,13 @@ class Faults:
     def arrives_late(self, order_id: int) -> bool:
         """Whether an order (and its items and payments) reaches the source LATE_ARRIVAL_DELAY after its day."""
         return zlib.crc32(order_id.to_bytes(8, "big")) < self.late_arrival_rate * 2**32
+
+    def garbage_at(self, table: str, position: int) -> str | None:
+        """The column of the record at `position` (0-based) of a listing of `table` that carries garbage."""
+        columns = list(self.garbage.get(table, ()))
+        if not self.garbage_every or not columns or (position + 1) % self.garbage_every:
+            return None
+        return columns[((position + 1) // self.garbage_every - 1) % len(columns)]
 
     @classmethod
     def from_dict(cls, payload: Any) -> Faults:
@@ -181,6 +219,28 @@ def _check_schema_drift(drift: Any) -> None:
                 raise ValueError(f"{where}.retype.{column} must be one of {', '.join(RETYPES)}, got {new_type!r}")
         if not column_names(changes.get("rename", {}).values()):
             raise ValueError(f"{where}.rename must map column names to column names")
+
+
+def _check_garbage(garbage: Any) -> None:
+    if not isinstance(garbage, dict):
+        raise ValueError(f"garbage must be an object of table -> {{column: value}}, got {garbage!r}")
+    for table, values in garbage.items():
+        if table not in API_TABLES:
+            raise ValueError(f"garbage.{table}: unknown table; expected some of {', '.join(API_TABLES)}")
+        if not isinstance(values, dict) or not values or not all(isinstance(c, str) and c for c in values):
+            raise ValueError(f"garbage.{table} must be a non-empty object keyed by column name")
+
+
+def _garbage_records(array_body: bytes, table: str, positions: range, faults: Faults) -> bytes:
+    """The records at `positions` of a listing (a JSON array's contents) with their garbage values set."""
+    columns = [faults.garbage_at(table, position) for position in positions]
+    if not any(columns):
+        return array_body
+    records = orjson.loads(b"[" + array_body + b"]")
+    for record, column in zip(records, columns, strict=True):
+        if column is not None:
+            record[column] = faults.garbage[table][column]
+    return orjson.dumps(records, option=JSON_OPTIONS)[1:-1]
 
 
 def _drift_records(array_body: bytes, changes: dict[str, Any]) -> bytes:
@@ -364,6 +424,8 @@ class DemoShopServer:
         end = min(start + limit, count)
         next_cursor = _encode_cursor(query, listing.keys[end - 1]) if end < count else None
         records = listing.array[listing.starts[start] : listing.starts[end] - 1] if end > start else b""
+        if records and faults.garbage_every and table in faults.garbage:
+            records = _garbage_records(records, table, range(start, end), faults)
         if faults.duplicate_rate:
             # Copies of the previous page's chosen records lead this page; the last page repeats its own.
             resent_before = _copies(listing, faults, range(max(0, start - limit), start))
@@ -371,19 +433,21 @@ class DemoShopServer:
             records = b",".join(part for part in (*resent_before, records, *resent_after) if part)
         if records and table in faults.schema_drift:
             records = _drift_records(records, faults.schema_drift[table])
-        total = str(count + faults.duplicates_in(count))
-        body = b"".join(
-            (
-                b'{"data":[',
-                records,
-                b'],"next_cursor":',
-                orjson.dumps(next_cursor),
-                b',"total":',
-                total.encode(),
-                b"}",
-            )
+        total = str(count + faults.duplicates_in(count) + faults.total_offset)
+        page_number = start // limit + 1
+        link = (
+            b""
+            if faults.omit_next_cursor_after and page_number >= faults.omit_next_cursor_after
+            else b',"next_cursor":' + orjson.dumps(next_cursor)
         )
-        handler.send_body(HTTPStatus.OK, body, {"X-Total-Count": total})
+        body = b"".join((b'{"data":[', records, b"]", link, b',"total":', total.encode(), b"}"))
+        headers = {"X-Total-Count": total}
+        if faults.truncate_every and sequence % faults.truncate_every == 0:
+            handler.send_truncated_body(HTTPStatus.OK, body, headers)
+        elif faults.malformed_body:
+            _send_malformed(handler, faults.malformed_body, body, headers)
+        else:
+            handler.send_body(HTTPStatus.OK, body, headers)
 
     def _handle_admin_faults(self, handler: _Handler, method: str) -> None:
         if not self._authorized(handler):
@@ -418,6 +482,19 @@ class DemoShopServer:
             if len(self._listings) > 16:
                 self._listings.popitem(last=False)
             return listing
+
+
+def _send_malformed(handler: _Handler, kind: str, listing: bytes, headers: dict[str, str]) -> None:
+    """A 200 that is not the JSON listing: what a proxy, a maintenance page or a broken upstream sends."""
+    if kind == "html":
+        page = b"<!DOCTYPE html><html><body><h1>Down for maintenance</h1></body></html>"
+        handler.send_body(HTTPStatus.OK, page, content_type="text/html; charset=utf-8")
+    elif kind == "array":
+        handler.send_body(HTTPStatus.OK, b"[]")
+    elif kind == "text_plain":
+        handler.send_body(HTTPStatus.OK, listing, headers, content_type="text/plain; charset=utf-8")
+    else:
+        handler.send_body(HTTPStatus.OK, listing[: len(listing) // 2], headers)
 
 
 def _arrived(table: str, records: list[dict[str, Any]], faults: Faults) -> list[dict[str, Any]]:
@@ -608,11 +685,27 @@ class _Handler(BaseHTTPRequestHandler):
     def send_json(self, status: HTTPStatus, payload: Any, headers: dict[str, str] | None = None) -> None:
         self.send_body(status, orjson.dumps(payload), headers)
 
-    def send_body(self, status: HTTPStatus, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def send_body(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        self._send_head(status, len(body), headers, content_type)
+        self.wfile.write(body)
+
+    def send_truncated_body(self, status: HTTPStatus, body: bytes, headers: dict[str, str] | None = None) -> None:
+        """Promise the whole body, send half of it and hang up (what a crashed upstream or a cut proxy does)."""
+        self._send_head(status, len(body), headers, "application/json")
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+    def _send_head(self, status: HTTPStatus, length: int, headers: dict[str, str] | None, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
