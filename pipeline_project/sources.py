@@ -174,8 +174,20 @@ def observed_frame(records: list[dict]) -> pl.DataFrame:
     for record in records:
         json_types.update(zip(record, map(type, record.values()), strict=True))
     types_per_column = Counter(name for name, json_type in json_types if json_type is not NoneType)
-    mixed = {name: pl.Object for name, count in types_per_column.items() if count > 1}
-    return pl.DataFrame(records, schema_overrides=mixed, infer_schema_length=None)
+    mixed = {name for name, count in types_per_column.items() if count > 1}
+    if not mixed:
+        return pl.DataFrame(records, infer_schema_length=None)
+    # Polars infers a type for every column it is given, even one overridden as Object, so mixed columns are
+    # built apart and put back in the order the source sent them.
+    order = list(dict.fromkeys(itertools.chain.from_iterable(records)))
+    frame = pl.DataFrame([pl.Series(name, [record.get(name) for record in records], dtype=pl.Object) for name in mixed])
+    plain = pl.DataFrame(
+        [{name: value for name, value in record.items() if name not in mixed} for record in records],
+        infer_schema_length=None,
+    )
+    if plain.width:
+        frame = pl.concat([plain, frame], how="horizontal")
+    return frame.select(order)
 
 
 class ShopApiClient:
