@@ -240,6 +240,10 @@ MART_CONTRACTS: dict[str, MartContract] = {
 
 # ---------------------------------------------------------------------------------------- splitting
 QUARANTINE_REASON = "_quarantine_reason"
+# In quarantine rows: the values of the row that did not fit their column's type, as the source sent them (a JSON
+# object of column -> value), since the quarantine's columns have the contract's types. Null for other rows.
+REJECTED_VALUES = "_rejected_values"
+TYPE_RULE = "dtype"
 
 
 class ContractViolation(Exception):
@@ -270,9 +274,14 @@ def failure_cases(model: type[pa.DataFrameModel], frame: pl.DataFrame) -> pl.Dat
     )
 
 
-def split_batch(contract: RawTableContract, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def split_batch(
+    contract: RawTableContract, batch: pl.DataFrame, type_failures: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a typed batch into rows that satisfy the contract and quarantined rows with their reasons.
 
+    `type_failures` (index, column, value as JSON text; see `schema_drift.conform`) are values that could not
+    be converted and are null in `batch`: their rows are quarantined with the rule `<column>:dtype` (not also
+    `not_nullable` for the same column) and the values as sent in `REJECTED_VALUES`.
     Raises ContractViolation when the batch's shape itself is wrong, because then every row is suspect.
     """
     cases = failure_cases(contract.model, batch)
@@ -282,22 +291,36 @@ def split_batch(contract: RawTableContract, batch: pl.DataFrame) -> tuple[pl.Dat
             {f"{c['column'] or c['failure_case']}: {c['check']}" for c in structural.iter_rows(named=True)}
         )
         raise ContractViolation(f"{contract.name}: batch does not match its contract: {'; '.join(problems)}")
-    if cases.is_empty():
-        return batch, batch.clear().with_columns(pl.lit(None, dtype=pl.String).alias(QUARANTINE_REASON))
-    reasons = (
-        cases.with_columns(
-            rule=pl.concat_str(
-                pl.coalesce(pl.col("column"), pl.lit("table")),
-                pl.lit(":"),
-                pl.col("check").str.split("(").list.first(),
-            ),
-            index=pl.col("index").cast(pl.UInt32),
+    if type_failures is None:
+        type_failures = pl.DataFrame(schema={"index": pl.UInt32, "column": pl.String, "value": pl.String})
+    if cases.is_empty() and type_failures.is_empty():
+        return batch, batch.clear().with_columns(
+            pl.lit(None, dtype=pl.String).alias(QUARANTINE_REASON), pl.lit(None, dtype=pl.String).alias(REJECTED_VALUES)
         )
-        .unique(["index", "rule"])
+    rules = cases.select(
+        pl.col("index").cast(pl.UInt32),
+        pl.coalesce(pl.col("column"), pl.lit("table")).alias("column"),
+        pl.col("check").str.split("(").list.first().alias("check"),
+    ).join(type_failures, on=["index", "column"], how="anti")
+    rules = pl.concat([rules, type_failures.select("index", "column", pl.lit(TYPE_RULE).alias("check"))])
+    reasons = (
+        rules.select("index", rule=pl.concat_str("column", pl.lit(":"), "check"))
+        .unique()
         .group_by("index")
         .agg(pl.col("rule").sort().str.join("; ").alias(QUARANTINE_REASON))
     )
+    # Contract column names are identifiers, so they need no escaping as JSON keys.
+    rejected = (
+        type_failures.sort("column")
+        .group_by("index")
+        .agg(pl.concat_str(pl.lit('"'), "column", pl.lit('":'), "value").str.join(",").alias(REJECTED_VALUES))
+        .select("index", pl.concat_str(pl.lit("{"), REJECTED_VALUES, pl.lit("}")).alias(REJECTED_VALUES))
+    )
     indexed = batch.with_row_index("_row")
     valid = indexed.join(reasons, left_on="_row", right_on="index", how="anti").drop("_row")
-    quarantined = indexed.join(reasons, left_on="_row", right_on="index", how="inner").drop("_row")
+    quarantined = (
+        indexed.join(reasons, left_on="_row", right_on="index", how="inner", maintain_order="left")
+        .join(rejected, left_on="_row", right_on="index", how="left", maintain_order="left")
+        .drop("_row")
+    )
     return valid, quarantined

@@ -30,7 +30,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from pipeline_project.contracts import QUARANTINE_REASON, RawTableContract
+from pipeline_project.contracts import QUARANTINE_REASON, REJECTED_VALUES, RawTableContract
 
 CONFLICT_RULE = "conflicting_duplicate"
 UPDATED_AT = "updated_at"
@@ -120,7 +120,9 @@ def drop_duplicates(contract: RawTableContract, data: Path, quarantine: Path) ->
         ):
             for frame in _batches(data):
                 _write(data_out, frame.filter(~data_gone))
-                moved = frame.filter(data_conflicts).with_columns(pl.lit(reason).alias(QUARANTINE_REASON))
+                moved = frame.filter(data_conflicts).with_columns(
+                    pl.lit(reason).alias(QUARANTINE_REASON), pl.lit(None, pl.String).alias(REJECTED_VALUES)
+                )
                 _write(quarantine_out, moved)
             for frame in _batches(quarantine):
                 _write(quarantine_out, frame.filter(~quarantine_gone).with_columns(marked_reason))

@@ -62,7 +62,8 @@ def load_partition(
             if batch is None:
                 break
             started = time.perf_counter()
-            valid, quarantined = split_batch(contract, drift.admit(batch, stats.source))
+            conformed = drift.admit(batch, stats.source)
+            valid, quarantined = split_batch(contract, conformed.frame, conformed.type_failures)
             seconds["validate"] += time.perf_counter() - started
             writer.append(valid, quarantined)
         return writer.commit(

@@ -28,7 +28,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline_project.contracts import QUARANTINE_REASON, RawTableContract
+from pipeline_project.contracts import QUARANTINE_REASON, REJECTED_VALUES, RawTableContract
 from pipeline_project.dedupe import drop_duplicates
 from pipeline_project.sources import ExtractStats
 
@@ -172,6 +172,7 @@ class PartitionWriter:
             columns[name] = pl.Datetime("us")
         if kind == "quarantine":
             columns[QUARANTINE_REASON] = pl.String
+            columns[REJECTED_VALUES] = pl.String
         return pl.DataFrame(schema={**columns, **LINEAGE_SCHEMA}).to_arrow().schema
 
     def _writer(self, kind: str) -> pq.ParquetWriter:

@@ -39,16 +39,17 @@ time.
 from __future__ import annotations
 
 import errno
-import io
 import itertools
 import logging
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from types import NoneType
 from urllib.parse import urlencode
 
 import httpx
@@ -163,8 +164,30 @@ def day_filter(table: str, day: date) -> dict[str, str]:
 
 
 def observed_frame(records: list[dict]) -> pl.DataFrame:
-    """Records as the source sent them: every key any record has is a column, typed from all its values."""
-    return pl.DataFrame(records, infer_schema_length=None)
+    """Records as the source sent them: every key any record has is a column, typed from all its values.
+
+    A column whose non-null values are of more than one JSON type (a string among numbers, an object among
+    strings) is an Object column of the values as sent: polars would cast them to a common type (1 -> "1",
+    true -> 1) or set the misfits to null, and `schema_drift` judges such values one by one.
+    """
+    json_types: set[tuple[str, type]] = set()
+    for record in records:
+        json_types.update(zip(record, map(type, record.values()), strict=True))
+    types_per_column = Counter(name for name, json_type in json_types if json_type is not NoneType)
+    mixed = {name for name, count in types_per_column.items() if count > 1}
+    if not mixed:
+        return pl.DataFrame(records, infer_schema_length=None)
+    # Polars infers a type for every column it is given, even one overridden as Object, so mixed columns are
+    # built apart and put back in the order the source sent them.
+    order = list(dict.fromkeys(itertools.chain.from_iterable(records)))
+    frame = pl.DataFrame([pl.Series(name, [record.get(name) for record in records], dtype=pl.Object) for name in mixed])
+    plain = pl.DataFrame(
+        [{name: value for name, value in record.items() if name not in mixed} for record in records],
+        infer_schema_length=None,
+    )
+    if plain.width:
+        frame = pl.concat([plain, frame], how="horizontal")
+    return frame.select(order)
 
 
 class ShopApiClient:
@@ -387,24 +410,19 @@ def _open_without_following(path: Path):
 
 
 def _parse_json_lines(path: Path, first_line: int, lines: list[bytes]) -> pl.DataFrame:
-    try:
-        return pl.read_ndjson(io.BytesIO(b"".join(lines)), infer_schema_length=None)
-    except pl.exceptions.ComputeError as error:
-        _raise_at_first_unreadable_line(path, first_line, lines)
-        # Every line is a JSON object, so the trouble is a value's type: a record problem, not the file's.
-        last_line = first_line + len(lines) - 1
-        raise ValueError(f"landing file {path.name}, lines {first_line}-{last_line}: {error}") from None
-
-
-def _raise_at_first_unreadable_line(path: Path, first_line: int, lines: list[bytes]) -> None:
+    """The non-blank lines as one frame (`observed_frame`, so values keep the JSON type they were written as),
+    or UnreadableLandingFile naming the first line that is not a JSON object."""
+    records = []
     for offset, line in enumerate(lines):
         if line.isspace():
             continue
         try:
-            value = orjson.loads(line)
+            record = orjson.loads(line)
         except orjson.JSONDecodeError as error:
             raise UnreadableLandingFile(path, "malformed", f"not UTF-8 JSON ({error})", first_line + offset) from None
-        if not isinstance(value, dict):
+        if not isinstance(record, dict):
             raise UnreadableLandingFile(
-                path, "malformed", f"a JSON {type(value).__name__} where an object was expected", first_line + offset
+                path, "malformed", f"a JSON {type(record).__name__} where an object was expected", first_line + offset
             )
+        records.append(record)
+    return observed_frame(records)

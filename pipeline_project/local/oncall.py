@@ -360,7 +360,7 @@ def source_columns(args: argparse.Namespace) -> int:
         if not batch.height:
             continue
         say("    sent: " + ", ".join(f"{name} ({dtype})" for name, dtype in batch.schema.items()))
-        diff = compare(contract, batch.schema)
+        diff = compare(contract, batch)
         for line in diff.render().splitlines():
             say(f"    {line}")
         if diff:

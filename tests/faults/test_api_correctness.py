@@ -70,7 +70,7 @@ def _served(world: ShopWorld, table: str, day: date = DAY) -> pl.DataFrame:
     else:
         records = getattr(world, f"{table}_on")(day)
     iso = [{k: f"{v.isoformat()}Z" if isinstance(v, datetime) else v for k, v in r.items()} for r in records]
-    return conform(RAW_CONTRACTS[table], observed_frame(iso))
+    return conform(RAW_CONTRACTS[table], observed_frame(iso)).frame
 
 
 # ------------------------------------------------------------------------------------- circuit breaker

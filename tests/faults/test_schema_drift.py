@@ -137,7 +137,9 @@ def test_conform_keeps_the_contract_columns_in_their_types_and_loads_a_missing_o
     assert diff.added == (Column("referrer", "String"),)
     assert not diff.breaking
 
-    typed = conform(web_events, batch)
+    conformed = conform(web_events, batch)
+    assert conformed.type_failures.is_empty()
+    typed = conformed.frame
     assert typed.columns == web_events.columns
     assert typed.schema["occurred_at"] == pl.Datetime("us") and typed.schema["customer_id"] == pl.Int64
     assert typed.row(0, named=True)["product_id"] is None

@@ -5,8 +5,8 @@ Every test first commits a clean partition, then extracts it again against the f
 ride out (a body cut once) loads the same rows; one it cannot fails the partition with a message naming the
 endpoint (never the token) and leaves the committed partition byte for byte as it was, whatever pages had
 already arrived; once the source behaves, the partition reloads and reconciles to the clean data. Records
-carrying garbage (nulls, impossible dates, control characters) are quarantined with the rule they broke while
-the rest loads, and fetched = loaded + quarantined.
+carrying garbage (nulls, impossible dates, control characters, text in a numeric column) are quarantined with
+the rule they broke while the rest loads, and fetched = loaded + quarantined.
 """
 
 import hashlib
@@ -20,11 +20,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipeline_project.contracts import QUARANTINE_REASON, RAW_CONTRACTS
+from pipeline_project.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES
 from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
 from pipeline_project.ingestion import load_partition, reconciliation_result
 from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
-from pipeline_project.schema_drift import SchemaDriftError
 from pipeline_project.sources import ShopApiClient, SourceError
 
 from conftest import TOKEN
@@ -295,7 +294,7 @@ GARBAGE = {
 REASONS = {
     "order_id": "order_id:not_nullable",
     "amount_cents": "amount_cents:greater_than_or_equal_to",
-    "paid_at": "paid_at:not_nullable",
+    "paid_at": "paid_at:dtype",
     "payment_method": "payment_method:isin; payment_method:no_control_characters",
     "full_name": "full_name:no_control_characters",
     "city": "city:no_control_characters",
@@ -341,19 +340,36 @@ def test_rows_with_garbage_are_quarantined_with_their_reason_and_the_rest_loads(
     assert reconciliation_result(table, lake, [DAY]).passed
 
 
-def test_text_in_a_numeric_column_fails_the_partition_naming_the_column_and_commits_nothing(source, tmp_path):
-    # Policy of `schema_drift`: a column mixing numbers and strings is a type change; its values fit neither
-    # the raw layer nor the quarantine (both typed by the contract), so no row of the partition is loaded.
-    lake = Lake(tmp_path / "lake")
-    clean = _load(lake, source.url, "payments")
-    source.set_faults(Faults(garbage_every=10, garbage={"payments": {"amount_cents": "abc"}}))
-    failure = _fails_leaving_the_partition_as_it_was(lake, source.url, "payments", expected=SchemaDriftError)
-    assert str(failure).startswith(
-        "raw_payments partition 2026-03-14: breaking schema drift in GET /v1/payments?date=2026-03-14;"
+def test_text_in_a_numeric_column_quarantines_its_row_keeping_the_text_and_the_rest_loads(source, tmp_path):
+    # Policy of `schema_drift`: "abc" among the integers of amount_cents is a type failure of its row; the
+    # quarantine keeps the value as sent in _rejected_values, since its amount_cents column is an integer.
+    clean_lake, lake = Lake(tmp_path / "clean"), Lake(tmp_path / "lake")
+    assert _load(clean_lake, source.url, "payments").reconciled
+    faults = Faults(garbage_every=10, garbage={"payments": {"amount_cents": "abc"}})
+    source.set_faults(faults)
+    manifest = _load(lake, source.url, "payments")
+
+    listing = _listing(source.world, "payments")
+    bad = [record["payment_id"] for position, record in enumerate(listing) if faults.garbage_at("payments", position)]
+    assert bad and manifest.source_reported_count == manifest.fetched_count == len(listing)
+    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (
+        len(listing) - len(bad),
+        len(bad),
+        0,
     )
-    assert str(failure).endswith("~ amount_cents: Int64 -> String  type changed")
-    source.set_faults(Faults())
-    assert _load(lake, source.url, "payments").loaded_count == clean.loaded_count
+    assert manifest.quarantine_reasons == {"amount_cents:dtype": len(bad)}
+    quarantined = pl.read_parquet(lake.quarantine_path("payments", DAY)).sort("payment_id")
+    assert quarantined.select("payment_id", QUARANTINE_REASON, REJECTED_VALUES, "amount_cents").rows() == [
+        (payment_id, "amount_cents:dtype", '{"amount_cents":"abc"}', None) for payment_id in bad
+    ]
+    clean = _raw(clean_lake, "payments")
+    assert_frame_equal(_raw(lake, "payments"), clean.filter(~pl.col("payment_id").is_in(bad)))
+    # Apart from the rejected amount, a quarantined row holds what a clean source sent.
+    assert_frame_equal(
+        quarantined.select(clean.columns).drop("amount_cents"),
+        clean.filter(pl.col("payment_id").is_in(bad)).drop("amount_cents"),
+    )
+    assert manifest.reconciled and not lake.verify(manifest)
     assert reconciliation_result("payments", lake, [DAY]).passed
 
 
