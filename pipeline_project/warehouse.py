@@ -72,15 +72,18 @@ def _process_name(pid: int) -> str | None:
         return None
 
 
-def describe_lock_holder(message: str) -> tuple[int | None, str]:
+def _describe_lock_holder(message: str) -> tuple[int | None, str]:
     """The holder's PID and a description of it, from DuckDB's lock-conflict message (plus /proc if present)."""
     conflict = _LOCK_CONFLICT.search(message)
     if conflict is None:
         return None, "another process (DuckDB did not name it)"
-    pid = int(conflict["pid"])
+    pid, program = int(conflict["pid"]), conflict["program"]
     name = _process_name(pid)
-    running = f"process {name!r}" if name else "a process that has since exited"
-    return pid, f"PID {pid} ({running}, program {conflict['program']})"
+    if name:
+        return pid, f"PID {pid} (process {name!r}, program {program})"
+    if Path("/proc").is_dir():
+        return pid, f"PID {pid} (program {program}, no longer running)"
+    return pid, f"PID {pid} (program {program})"
 
 
 def _open(path: Path, read_only: bool) -> tuple[duckdb.DuckDBPyConnection | None, str]:
@@ -105,7 +108,7 @@ def connect(
     while connection is None:
         waited = time.monotonic() - started
         if waited >= lock_wait_seconds:
-            raise WarehouseLockedError(path, waited, *describe_lock_holder(conflict))
+            raise WarehouseLockedError(path, waited, *_describe_lock_holder(conflict))
         time.sleep(min(backoff, lock_wait_seconds - waited))
         backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
         connection, conflict = _open(path, read_only)
