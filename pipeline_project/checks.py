@@ -11,8 +11,8 @@ import polars as pl
 from pipeline_project.contracts import ERROR, MART_CONTRACTS, MartContract, failure_cases, rule_name
 from pipeline_project.policies import SLA_CATALOGUE
 from pipeline_project.resources import WarehouseResource
+from pipeline_project.warehouse import mart_table
 
-MART_SCHEMA = "marts"
 ERRORS_CHECK = "contract_errors"
 WARNINGS_CHECK = "contract_warnings"
 SAMPLE_ROWS = 5
@@ -66,7 +66,7 @@ def build_mart_contract_check(contract: MartContract) -> dg.AssetChecksDefinitio
     )
     def check_contract(warehouse: WarehouseResource):
         with warehouse.read_only() as connection:
-            frame = connection.sql(f"select * from {MART_SCHEMA}.{contract.mart}").pl()
+            frame = connection.sql(f"select * from {mart_table(contract.mart)}").pl()
         cases = failure_cases(contract.model, frame)
         counts = count_failures(contract, cases)
         for check_name, severity in ((ERRORS_CHECK, ERROR), (WARNINGS_CHECK, "WARN")):

@@ -5,7 +5,7 @@ only their names ever appear in run config, logs or the UI."""
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from functools import cached_property
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from dbt.version import __version__ as dbt_core_version
 from packaging import version
 from pydantic import Field, PrivateAttr
 
+from pipeline_project import warehouse
 from pipeline_project.circuit_breaker import CircuitBreaker
 from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
 from pipeline_project.raw_store import Lake
@@ -81,21 +82,21 @@ class LakeResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse dbt builds; checks read it through short-lived read-only connections."""
+    """The DuckDB warehouse dbt builds; checks read it through short-lived read-only connections, waiting a
+    bounded time while another process holds the file (see `warehouse`)."""
 
     path: str
+    lock_wait_seconds: float = Field(
+        default=warehouse.DEFAULT_LOCK_WAIT_SECONDS,
+        description="How long to wait for another process's lock on the file before failing with its PID.",
+    )
 
     @property
     def resolved_path(self) -> Path:
         return Path(self.path).resolve()
 
-    @contextmanager
-    def read_only(self):
-        connection = duckdb.connect(str(self.resolved_path), read_only=True)
-        try:
-            yield connection
-        finally:
-            connection.close()
+    def read_only(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        return warehouse.connect(self.resolved_path, read_only=True, lock_wait_seconds=self.lock_wait_seconds)
 
 
 class ShopDbtCliResource(DbtCliResource):

@@ -71,9 +71,8 @@ def _run_dagster(days: int) -> dict:
 
 def _run_bare(days: int) -> dict:
     """The same stages without Dagster: ingestion functions, the dbt CLI, the contract checks."""
-    import duckdb
-
-    from pipeline_project.checks import MART_SCHEMA, count_failures
+    from pipeline_project import warehouse
+    from pipeline_project.checks import count_failures
     from pipeline_project.contracts import MART_CONTRACTS, RAW_CONTRACTS, failure_cases
     from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, load_landing_partition, load_partition
     from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
@@ -98,9 +97,9 @@ def _run_bare(days: int) -> dict:
         check=True,
     )
     checks_started = time.monotonic()
-    with duckdb.connect(os.environ["PIPELINE_WAREHOUSE_PATH"], read_only=True) as connection:
+    with warehouse.connect(os.environ["PIPELINE_WAREHOUSE_PATH"], read_only=True) as connection:
         for contract in MART_CONTRACTS.values():
-            frame = connection.sql(f"select * from {MART_SCHEMA}.{contract.mart}").pl()
+            frame = connection.sql(f"select * from {warehouse.mart_table(contract.mart)}").pl()
             if count_failures(contract, failure_cases(contract.model, frame))["ERROR"]:
                 raise RuntimeError(f"contract of {contract.mart} failed in the bare run")
     finished = time.monotonic()
