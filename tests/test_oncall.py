@@ -27,6 +27,13 @@ from pipeline_project.resources import LakeResource, ShopApiResource
 from conftest import DAYS, TOKEN
 
 GOOD_DAY, DRIFTED_DAY = DAYS
+# A second process holding the warehouse's write lock, as a dbt build does.
+HOLD_WAREHOUSE = """
+import sys, time, duckdb
+connection = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(60)
+"""
 RAW_ORDERS = build_api_ingestion_asset("orders")
 RENAMED_CUSTOMER_ID = Faults(schema_drift={"orders": {"rename": {"customer_id": "customer_ref"}}})
 # What dbt compiles `unique` on stg_orders.order_id to (dbt_project/target/*/run_results.json, compiled_code).
@@ -206,6 +213,17 @@ def test_sql_reads_the_warehouse_read_only_and_names_a_missing_one(state, capsys
     with duckdb.connect(str(state / "warehouse.duckdb"), read_only=True) as connection:
         assert connection.execute("select count(*) from marts.daily_revenue").fetchone() == (1,)
 
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WAREHOUSE, str(state / "warehouse.duckdb")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        code, _, err = oncall(capsys, "sql", "select 1")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 1 and f"PID {holder.pid}" in err and "query the raw layer with lake-sql" in err
+
 
 def test_dbt_failing_rows_reruns_the_tests_compiled_sql_of_that_run(state, tmp_path, monkeypatch, capsys):
     run_id = "3f2a9c1e-0000-4000-8000-000000000000"
@@ -228,6 +246,9 @@ def test_dbt_failing_rows_reruns_the_tests_compiled_sql_of_that_run(state, tmp_p
     assert (
         f"no compiled SQL for dbt test 'not_null_stg_orders_order_id' of run {run_id} in {tmp_path / 'target'}" in err
     )
+
+    code, _, err = oncall(capsys, "dbt-failing-rows", "*", "unique_stg_orders_order_id")
+    assert code == 1 and "'*' is not a run id" in err
 
 
 def test_incidents_and_deliveries_read_the_outbox_without_changing_it(state, capsys):

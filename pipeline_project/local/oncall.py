@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import sqlite3
 import sys
@@ -78,7 +79,11 @@ from pipeline_project.sources import (
     iter_landing_batches,
     source_host,
 )
+from pipeline_project.warehouse import WarehouseLockedError, connect
 
+# Short: the command is interactive, and the error names the process holding the warehouse.
+WAREHOUSE_LOCK_WAIT_SECONDS = 5
+RUN_ID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # The alerting resource's files under ALERT_DIR (`pipeline_project/alerting/resource.py`).
 OUTBOX_FILE = "outbox.sqlite"
 ALERT_LOG_FILE = "alerts.log"
@@ -382,16 +387,12 @@ def warehouse() -> Iterator[duckdb.DuckDBPyConnection]:
     if not path.exists():
         raise OncallError(f"no warehouse at {path}: run `make run` first")
     try:
-        connection = duckdb.connect(str(path), read_only=True)
-    except duckdb.IOException as error:
+        with connect(path, read_only=True, lock_wait_seconds=WAREHOUSE_LOCK_WAIT_SECONDS) as connection:
+            yield connection
+    except WarehouseLockedError as error:
         raise OncallError(
-            f"cannot open the warehouse {path} read-only: {error} (a lock conflict means a run's dbt build is "
-            "writing it: retry when it is done, or query the raw layer with lake-sql)"
+            f"{error}. A run's dbt build is writing it: retry when it is done, or query the raw layer with lake-sql"
         ) from None
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 def show_query(connection: duckdb.DuckDBPyConnection, query: str) -> None:
@@ -413,6 +414,8 @@ def compiled_test_sql(run_id: str, test: str) -> str:
     from pipeline_project.project import dbt_project  # imported here: loading dagster_dbt takes seconds
 
     # dagster-dbt gives each invocation its own folder under the target path: `<op>-<run id[:7]>-<random>`.
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise OncallError(f"{run_id!r} is not a run id (the hexadecimal id at the end of the alert's run link)")
     target = dbt_project.project_dir / os.environ.get("DBT_TARGET_PATH", dbt_project.target_path)
     invocations = sorted(target.glob(f"*-{run_id[:7]}-*"), key=lambda path: path.stat().st_mtime, reverse=True)
     for invocation in invocations:
