@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliInvocation, DbtProject, dbt_assets
 
 from pipeline_project.policies import DBT_GROUPS, op_policy
@@ -42,8 +43,8 @@ NON_RETRYABLE_DBT_ERRORS = re.compile(r"\b(Compilation|Parsing) Error\b")
 
 
 def build_shop_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
-    """The dbt assets of `project`; the code location builds them over `project.dbt_project`, the fault tests
-    over a copy of the project in a temporary directory."""
+    """The dbt assets of `project`: the code location's are built over `pipeline_project.project.dbt_project`,
+    the fault tests build theirs over a copy of the project in a temporary directory."""
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -60,7 +61,10 @@ def build_shop_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
         os.environ["PIPELINE_LAKE_DIR"] = str(lake.lake().root)
         os.environ["PIPELINE_WAREHOUSE_PATH"] = str(warehouse.resolved_path)
         invocation = dbt.cli(["build"], context=context, raise_on_error=False)
-        yield from invocation.stream()
+        try:
+            yield from invocation.stream()
+        except (DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupt:
+            raise _interrupted(invocation) from interrupt
         if not invocation.is_successful():
             _fail_unless_only_tests_failed(invocation)
 
@@ -92,6 +96,24 @@ def _fail_unless_only_tests_failed(invocation: DbtCliInvocation) -> None:
             "dbt_errors": dg.MetadataValue.md("\n\n".join(dbt_errors) or "none logged"),
         },
         allow_retries=not (deterministic and not node_errors),
+    )
+
+
+def _interrupted(invocation: DbtCliInvocation) -> dg.Failure:
+    """The run is being terminated (its max runtime, or by hand) and dagster-dbt has interrupted dbt, which
+    cancelled its query: DuckDB rolled the model's transaction back, so its previous table stands.
+
+    Under a retry policy Dagster retries an interrupted step in the same run worker, which would run the
+    same query again after the run was declared failed, holding the warehouse pool slot and DuckDB's lock
+    against the next run. The failure is final instead.
+    """
+    return dg.Failure(
+        description=(
+            f"dbt build interrupted because the run was terminated; dbt exited with code "
+            f"{invocation.process.returncode} after cancelling its queries, so nothing it was building was kept"
+        ),
+        metadata={"dbt_exit_code": invocation.process.returncode},
+        allow_retries=False,
     )
 
 
