@@ -19,6 +19,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from pipeline_project.policies import DBT_GROUPS, op_policy
 from pipeline_project.project import dbt_project
 from pipeline_project.resources import LakeResource, ShopDbtCliResource, WarehouseResource
+from pipeline_project.secrets import redact
 
 
 class ShopDbtTranslator(DagsterDbtTranslator):
@@ -75,9 +76,10 @@ def _fail_unless_only_tests_failed(invocation: DbtCliInvocation) -> None:
     """Fail the step when a model or snapshot did not build or dbt did not run at all.
 
     A failing dbt test is a data problem, reported by its failed asset check (its downstream models are
-    skipped and keep their previous tables); retrying the step would only fail it again, so the step does
-    not fail. A project that does not compile does not get better on a retry either: that failure is final.
-    Anything else (a model that errored, a warehouse locked by another process) is retried by the policy.
+    skipped and keep their previous tables); a retry would only fail it again, so it is left to the blocking
+    check, which fails the step without a retry. A project that does not compile does not get better on a
+    retry either: that failure is final. Anything else (a model that errored, a warehouse locked by another
+    process) is retried by the policy.
     """
     results = _run_results(invocation)
     not_built = [r for r in results if r["status"] == "error" and not r["unique_id"].startswith("test.")]
@@ -109,8 +111,8 @@ def _interrupted(invocation: DbtCliInvocation) -> dg.Failure:
     """
     return dg.Failure(
         description=(
-            f"dbt build interrupted because the run was terminated; dbt exited with code "
-            f"{invocation.process.returncode} after cancelling its queries, so nothing it was building was kept"
+            f"dbt build interrupted because the run was terminated; dbt cancelled its queries and exited with "
+            f"code {invocation.process.returncode}, and the model it was building keeps its previous table"
         ),
         metadata={"dbt_exit_code": invocation.process.returncode},
         allow_retries=False,
@@ -139,7 +141,7 @@ def _dbt_error_messages(invocation: DbtCliInvocation) -> list[str]:
         except (ValueError, KeyError, TypeError):
             continue
         if info.get("level") == "error" and info.get("msg", "").strip():
-            messages.append(info["msg"].strip())
+            messages.append(redact(info["msg"].strip()))
     return messages
 
 

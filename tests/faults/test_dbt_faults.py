@@ -56,6 +56,7 @@ from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landin
 from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, raw_asset_key
 from pipeline_project.local.environment import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
 from pipeline_project.policies import WAREHOUSE_POOL
+from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, WarehouseResource, dbt_resource
 
 from conftest import DAYS, TEST_SCALE, TOKEN
@@ -285,15 +286,15 @@ def test_compile_error_fails_the_dbt_asset_once_and_the_old_marts_stay_served(st
 
 
 def test_duplicate_key_fails_the_unique_check_and_the_skipped_marts_keep_their_tables(stage, instance):
-    partition = stage.lake / "raw" / "orders" / f"date={DAY.isoformat()}"
+    orders = Lake(stage.lake).data_path("orders", DAY)
     with duckdb.connect() as connection:
         # A batch written twice: three orders of the partition again, in a second file of the partition.
         connection.execute(
-            f"copy (select * from read_parquet('{partition / 'data.parquet'}') order by order_id limit 3) "
-            f"to '{partition / 'replayed.parquet'}' (format parquet)"
+            f"copy (select * from read_parquet('{orders}') order by order_id limit 3) "
+            f"to '{orders.parent / 'replayed.parquet'}' (format parquet)"
         )
         (duplicated_keys,) = connection.execute(
-            f"select count(*) from (select order_id from read_parquet('{partition}/*.parquet') "
+            f"select count(*) from (select order_id from read_parquet('{orders.parent}/*.parquet') "
             "group by order_id having count(*) > 1)"
         ).fetchone()
     assert duplicated_keys == 3
