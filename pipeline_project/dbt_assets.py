@@ -6,16 +6,20 @@ runs source -> raw -> staging -> intermediate -> marts. Assets are grouped by la
 the SLA catalogue.
 """
 
+import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
+from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliInvocation, DbtProject, dbt_assets
 
 from pipeline_project.policies import DBT_GROUPS, op_policy
 from pipeline_project.project import dbt_project
 from pipeline_project.resources import LakeResource, ShopDbtCliResource, WarehouseResource
+from pipeline_project.secrets import redact
 
 
 class ShopDbtTranslator(DagsterDbtTranslator):
@@ -35,42 +39,111 @@ class ShopDbtTranslator(DagsterDbtTranslator):
 
 translator = ShopDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 _policy = op_policy(DBT_GROUPS)
+# dbt errors that a retry cannot fix: the project itself does not parse or compile.
+NON_RETRYABLE_DBT_ERRORS = re.compile(r"\b(Compilation|Parsing) Error\b")
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    dagster_dbt_translator=translator,
-    retry_policy=_policy.retry,
-    pool=_policy.pool,
-)
-def shop_dbt_assets(
-    context: dg.AssetExecutionContext, dbt: ShopDbtCliResource, lake: LakeResource, warehouse: WarehouseResource
-):
-    # dbt reads the lake and warehouse locations from the environment (profiles.yml, _sources.yml); hand
-    # it the absolute paths this run resolved so it cannot disagree with the rest of the run.
-    os.environ["PIPELINE_LAKE_DIR"] = str(lake.lake().root)
-    os.environ["PIPELINE_WAREHOUSE_PATH"] = str(warehouse.resolved_path)
-    invocation = dbt.cli(["build"], context=context, raise_on_error=False)
-    yield from invocation.stream()
-    if invocation.is_successful():
-        return
-    # A failing dbt test is a data problem, reported by its failed asset check; retrying the step would only
-    # fail it again. A model or snapshot that did not build (or a dbt that did not run) fails the step,
-    # which the retry policy retries.
+def build_shop_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
+    """The dbt assets of `project`: the code location's are built over `pipeline_project.project.dbt_project`,
+    the fault tests build theirs over a copy of the project in a temporary directory."""
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=translator,
+        retry_policy=_policy.retry,
+        pool=_policy.pool,
+    )
+    def shop_dbt_assets(
+        context: dg.AssetExecutionContext, dbt: ShopDbtCliResource, lake: LakeResource, warehouse: WarehouseResource
+    ):
+        # dbt reads the lake and warehouse locations from the environment (profiles.yml, _sources.yml); hand
+        # it the absolute paths this run resolved so it cannot disagree with the rest of the run.
+        os.environ["PIPELINE_LAKE_DIR"] = str(lake.lake().root)
+        os.environ["PIPELINE_WAREHOUSE_PATH"] = str(warehouse.resolved_path)
+        invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+        try:
+            yield from invocation.stream()
+        except (DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupt:
+            raise _interrupted(invocation) from interrupt
+        if not invocation.is_successful():
+            _fail_unless_only_tests_failed(invocation)
+
+    return shop_dbt_assets
+
+
+def _fail_unless_only_tests_failed(invocation: DbtCliInvocation) -> None:
+    """Fail the step when a model or snapshot did not build or dbt did not run at all.
+
+    A failing dbt test is a data problem, reported by its failed asset check (its downstream models are
+    skipped and keep their previous tables); a retry would only fail it again, so it is left to the blocking
+    check, which fails the step without a retry. A project that does not compile does not get better on a
+    retry either: that failure is final. Anything else (a model that errored, a warehouse locked by another
+    process) is retried by the policy.
+    """
     results = _run_results(invocation)
     not_built = [r for r in results if r["status"] == "error" and not r["unique_id"].startswith("test.")]
     failed_tests = [r for r in results if r["status"] in ("fail", "error") and r["unique_id"].startswith("test.")]
-    if not_built or not failed_tests:
-        messages = [f"{r['unique_id']}: {(r.get('message') or r['status']).splitlines()[0]}" for r in not_built]
-        raise dg.Failure(
-            description=f"dbt build failed: {'; '.join(messages) or 'dbt exited with an error, see the dbt log'}",
-            metadata={"not_built": dg.MetadataValue.json([r["unique_id"] for r in not_built])},
-        )
+    if failed_tests and not not_built:
+        return
+    node_errors = [f"{r['unique_id']}: {_first_line(r.get('message') or r['status'])}" for r in not_built]
+    dbt_errors = _dbt_error_messages(invocation)
+    errors = node_errors or dbt_errors or [f"dbt exited with code {invocation.process.returncode}, see the dbt log"]
+    deterministic = [e for e in dbt_errors if NON_RETRYABLE_DBT_ERRORS.search(e)]
+    raise dg.Failure(
+        description=f"dbt build failed: {'; '.join(errors)}",
+        metadata={
+            "not_built": dg.MetadataValue.json([r["unique_id"] for r in not_built]),
+            "dbt_exit_code": invocation.process.returncode,
+            "dbt_errors": dg.MetadataValue.md("\n\n".join(dbt_errors) or "none logged"),
+        },
+        allow_retries=not (deterministic and not node_errors),
+    )
 
 
-def _run_results(invocation) -> list[dict]:
+def _interrupted(invocation: DbtCliInvocation) -> dg.Failure:
+    """The run is being terminated (its max runtime, or by hand) and dagster-dbt has interrupted dbt, which
+    cancelled its query: DuckDB rolled the model's transaction back, so its previous table stands.
+
+    Under a retry policy Dagster retries an interrupted step in the same run worker, which would run the
+    same query again after the run was declared failed, holding the warehouse pool slot and DuckDB's lock
+    against the next run. The failure is final instead.
+    """
+    return dg.Failure(
+        description=(
+            f"dbt build interrupted because the run was terminated; dbt cancelled its queries and exited with "
+            f"code {invocation.process.returncode}, and the model it was building keeps its previous table"
+        ),
+        metadata={"dbt_exit_code": invocation.process.returncode},
+        allow_retries=False,
+    )
+
+
+shop_dbt_assets = build_shop_dbt_assets(dbt_project)
+
+
+def _run_results(invocation: DbtCliInvocation) -> list[dict]:
     try:
         return invocation.get_artifact("run_results.json")["results"]
     except FileNotFoundError:
         return []
+
+
+def _dbt_error_messages(invocation: DbtCliInvocation) -> list[str]:
+    """The error-level messages of dbt's structured log of this invocation (dbt's own words for the failure)."""
+    log = invocation.target_path / "dbt.log"
+    if not log.exists():
+        return []
+    messages = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            info = json.loads(line)["info"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if info.get("level") == "error" and info.get("msg", "").strip():
+            messages.append(redact(info["msg"].strip()))
+    return messages
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
