@@ -151,7 +151,31 @@ def kill_when_file_appears(process: subprocess.Popen, marker: Path, timeout: flo
             raise AssertionError(f"{marker.name} never appeared (exit {run.returncode}):\n{run.stderr[-3000:]}")
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
-    return finish(process)
+    run = finish(process)
+    _wait_until_group_is_dead(process.pid, timeout)
+    return run
+
+
+def _wait_until_group_is_dead(group: int, timeout: float) -> None:
+    """Wait until every process of the group has exited (its files and locks are released at exit, before
+    whoever adopted an orphan such as dbt gets round to reaping it)."""
+    deadline = time.monotonic() + timeout
+    while living := [pid for pid, state in _group_members(group) if state != "Z"]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes {living} of group {group} outlived SIGKILL for {timeout} s")
+        time.sleep(0.05)
+
+
+def _group_members(group: int) -> list[tuple[int, str]]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[2]) == group:  # fields after the command: state, ppid, pgrp, ...
+            members.append((int(stat.parent.name), fields[0]))
+    return members
 
 
 # ------------------------------------------------------------------------------------------ fingerprints
