@@ -21,9 +21,7 @@ POLL_SECONDS = 0.2
 
 
 @contextmanager
-def exclusive_lock(
-    path: Path, holder: str, wait_seconds: float, busy: Callable[[str], Exception]
-) -> Iterator[None]:
+def exclusive_lock(path: Path, holder: str, wait_seconds: float, busy: Callable[[str], Exception]) -> Iterator[None]:
     """Hold the lock on `path`, waiting at most `wait_seconds` for a live holder; then raise
     `busy(<what the holder wrote into the lock file>)`."""
     path.parent.mkdir(parents=True, exist_ok=True)

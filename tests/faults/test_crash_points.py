@@ -151,6 +151,10 @@ def test_a_kill_during_ingestion_keeps_a_consistent_partition_and_the_rerun_comp
     decided = lake.pending_manifest_path(TABLE, DAY).exists()
     # Only a kill after the new manifest was written down leaves a commit to roll forward.
     assert decided == (point == "after_data_before_manifest")
+    if decided:
+        on_disk = lake_fingerprint(state / "lake", (TABLE,))[TABLE]
+        assert on_disk["raw"] == clean_changed_orders["raw"], "the new data file is in place"
+        assert on_disk["quarantine"] == good_state["lake"][TABLE]["quarantine"], "the old quarantine file is too"
     if point == "mid_write":
         assert leftovers(state), "the dead run's temporary files are on disk until the next write"
     assert_every_partition_reconciles(lake, [DAY])
