@@ -5,7 +5,7 @@ Layout under the lake root:
     quarantine/<table>/date=YYYY-MM-DD/data.parquet   rows that failed it, with the rules they broke
     manifests/<table>/date=YYYY-MM-DD.json            counts, checksums and run id of the committed load
     manifests/<table>/date=YYYY-MM-DD.json.pending    only while a commit is in progress (or was interrupted)
-    locks/<table>/date=YYYY-MM-DD.lock, .commit.lock  `flock` files (see `file_lock`)
+    locks/<table>/date=YYYY-MM-DD.lock, .commit.lock  `flock` files, there only while held (see `file_lock`)
 
 A record the source delivered more than once is written once: before the commit, repeated primary keys in
 the temporary files are resolved and counted as `duplicates_dropped` (see `dedupe`).
@@ -172,6 +172,7 @@ class Lake:
                 f"raw_{table} {day}: the partition is locked by {current}; "
                 f"waited {self.lock_wait_seconds:g} s for it to finish"
             ),
+            remove_when_released=True,
         ):
             yield
 

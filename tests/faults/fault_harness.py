@@ -215,12 +215,12 @@ def warehouse_fingerprint(warehouse: Path) -> dict[str, tuple[int, str]]:
 
 
 def leftovers(state: Path) -> list[str]:
-    """Temporary and pending files anywhere in the lake: a finished run leaves none."""
+    """Temporary, pending and lock files anywhere in the lake: a finished run leaves none."""
     lake = state / "lake"
     return sorted(
         str(path.relative_to(lake))
         for path in lake.rglob("*")
-        if (path.name.startswith(".") and ".tmp" in path.name) or path.name.endswith(".pending")
+        if (path.name.startswith(".") and ".tmp" in path.name) or path.suffix in (".pending", ".lock")
     )
 
 

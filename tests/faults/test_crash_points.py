@@ -119,7 +119,7 @@ def assert_run_monitoring_fails_the_killed_run(home: Path) -> None:
     assert f"Canceling due to exceeding maximum runtime of {TEST_MAX_RUNTIME_SECONDS} seconds." in messages
 
 
-def test_the_project_fails_runs_that_exceed_their_maximum_runtime(tmp_path):
+def test_the_project_instance_fails_runs_that_outlive_a_maximum_runtime(tmp_path):
     project = write_instance_config(tmp_path, TEST_MAX_RUNTIME_SECONDS)
     assert project["run_monitoring"]["enabled"] is True
     assert 0 < project["run_monitoring"]["max_runtime_seconds"] <= 4 * 3600
