@@ -28,6 +28,8 @@ partition redoes (b) and (c), which is idempotent, so a crash during that recove
 roll forward, so data that dbt may already have read (it reads `data.parquet` directly) is never withdrawn;
 between (b) and the roll-forward, dbt sees the complete new data file. Everything else reads through `Lake`,
 which completes a pending commit before it reads a manifest: a manifest read here always describes the files.
+`read_verified` checks the files against their manifest under the `.commit.lock`, so a commit by another run
+cannot make a good partition look broken halfway through the check.
 
 A write that fails for lack of space (ENOSPC, EDQUOT, or EFBIG from a file size limit) raises `RawLayerFull`
 naming the partition and the file; the temporary files are deleted and the previous version is untouched.
