@@ -19,11 +19,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from pipeline_project import fault_points
 from pipeline_project.contracts import RAW_CONTRACTS, RawTableContract, split_batch
 from pipeline_project.landing import LandingDay, read_rejections
 from pipeline_project.partitions import daily_partitions
 from pipeline_project.policies import INGESTION_GROUP, SLA_CATALOGUE
-from pipeline_project.raw_store import Lake, PartitionManifest
+from pipeline_project.raw_store import Lake, PartitionManifest, RawLayerFull
 from pipeline_project.resources import LakeResource, LandingResource, ShopApiResource
 from pipeline_project.schema_drift import PartitionDriftWatch, SchemaDiff, SchemaDriftError
 from pipeline_project.sources import ExtractStats, SourceError, iter_landing_batches
@@ -61,11 +62,13 @@ def load_partition(
             seconds["extract"] += time.perf_counter() - started
             if batch is None:
                 break
+            fault_points.reached("after_extract")
             started = time.perf_counter()
             conformed = drift.admit(batch, stats.source)
             valid, quarantined = split_batch(contract, conformed.frame, conformed.type_failures)
             seconds["validate"] += time.perf_counter() - started
             writer.append(valid, quarantined)
+            fault_points.reached("mid_write")
         return writer.commit(
             stats, {stage: round(value, 4) for stage, value in seconds.items()}, drift.diff.to_metadata()
         )
@@ -90,11 +93,11 @@ def reconciliation_result(table: str, lake: Lake, days: list[date]) -> dg.AssetC
     problems: dict[str, list[str]] = {}
     totals = {"source_reported": 0, "fetched": 0, "loaded": 0, "quarantined": 0, "duplicates_dropped": 0}
     for day in days:
-        manifest = lake.read_manifest(table, day)
+        manifest, found = lake.read_verified(table, day)
         if manifest is None:
             problems[day.isoformat()] = ["no manifest was committed"]
             continue
-        if found := lake.verify(manifest):
+        if found:
             problems[day.isoformat()] = found
         totals["source_reported"] += manifest.source_reported_count or 0
         totals["fetched"] += manifest.fetched_count
@@ -145,12 +148,14 @@ def schema_drift_result(table: str, lake: Lake, days: list[date]) -> dg.AssetChe
 @contextmanager
 def _step_retry_only_if_it_can_help():
     """The client already retried transient failures; the step's RetryPolicy gets another go at those
-    (a source that is down for minutes), but a rejected token or request, or a source whose schema broke
-    the contract, fails the run at once."""
+    (a source that is down for minutes), but a rejected token or request, a source whose schema broke
+    the contract, or a full disk fails the run at once."""
     try:
         yield
     except SourceError as error:
         raise dg.Failure(description=str(error), allow_retries=error.retryable) from None
+    except RawLayerFull as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
     except SchemaDriftError as error:
         raise dg.Failure(
             description=str(error),

@@ -37,14 +37,12 @@ time; unsafe names are stored as `unsafe-name-<hash>`, the original name being k
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import stat
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -52,6 +50,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from pipeline_project.file_lock import exclusive_lock
 from pipeline_project.sources import UnreadableLandingFile
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -168,27 +167,16 @@ class LandingDay:
     @contextmanager
     def locked(self, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[LandingDay]:
         """Hold the day's lock, waiting at most `wait_seconds` for a live holder, whose run id the error names."""
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        try:
-            deadline = time.monotonic() + wait_seconds
-            while True:
-                try:
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        holder = os.pread(descriptor, 200, 0).decode(errors="replace").strip() or "unknown"
-                        raise LandingDayBusy(
-                            f"{self.table_dir.name} {self.day}: landing files are being loaded by run {holder}; "
-                            f"waited {wait_seconds:g} s for it to finish"
-                        ) from None
-                    time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-            os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, self.run_id.encode(), 0)
+        with exclusive_lock(
+            self.lock_path,
+            self.run_id,
+            wait_seconds,
+            busy=lambda holder: LandingDayBusy(
+                f"{self.table_dir.name} {self.day}: landing files are being loaded by run {holder}; "
+                f"waited {wait_seconds:g} s for it to finish"
+            ),
+        ):
             yield self
-        finally:
-            os.close(descriptor)  # releases the lock
 
     def claim(self) -> None:
         """Take over the day's orphaned and incoming files into this run's folder and reject the unfit ones."""

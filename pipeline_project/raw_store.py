@@ -4,22 +4,46 @@ Layout under the lake root:
     raw/<table>/date=YYYY-MM-DD/data.parquet          rows that passed the contract (read by dbt)
     quarantine/<table>/date=YYYY-MM-DD/data.parquet   rows that failed it, with the rules they broke
     manifests/<table>/date=YYYY-MM-DD.json            counts, checksums and run id of the committed load
+    manifests/<table>/date=YYYY-MM-DD.json.pending    only while a commit is in progress (or was interrupted)
+    locks/<table>/date=YYYY-MM-DD.lock, .commit.lock  `flock` files, there only while held (see `file_lock`)
 
 A record the source delivered more than once is written once: before the commit, repeated primary keys in
 the temporary files are resolved and counted as `duplicates_dropped` (see `dedupe`).
 
-A partition is written to temporary files next to its final place and moved there with `os.replace`, so
-readers see either the previous version or the new one, never a half-written file, and a rerun replaces the
-partition instead of appending to it. The manifest is replaced last: it describes a load only once the
-data it describes is in place.
+Writing a partition (`PartitionWriter`, used as a context manager):
+1. Take the partition's lock (`.lock`, held until the writer closes, released by the kernel if the process
+   dies), so two runs of one partition take turns and the second reads the source after the first has
+   committed. The wait is bounded; the error names the partition and the holder's run id and PID.
+2. Finish a commit that a dead writer left half done (below) and delete the temporary files of dead writers.
+3. Stream the batches to temporary files next to their final place (`.data.parquet.<run id>.tmp`).
+4. Commit: resolve duplicates, fsync and checksum the temporary files, then, holding the `.commit.lock`:
+   a. write the new manifest to `<date>.json.pending` (atomically): from here on the new version is decided;
+   b. move the data file, then the quarantine file into place with `os.replace`;
+   c. move the pending manifest over the manifest.
+
+A writer killed before (a) leaves the previous version untouched, plus temporary files that the next write
+of the partition deletes. A writer killed after (a) leaves a pending manifest that fully describes the new
+version (checksums, and the temporary files are named after its run id): the next reader or writer of the
+partition redoes (b) and (c), which is idempotent, so a crash during that recovery is safe too. Commits only
+roll forward, so data that dbt may already have read (it reads `data.parquet` directly) is never withdrawn;
+between (b) and the roll-forward, dbt sees the complete new data file. Everything else reads through `Lake`,
+which completes a pending commit before it reads a manifest: a manifest read here always describes the files.
+`read_verified` checks the files against their manifest under the `.commit.lock`, so a commit by another run
+cannot make a good partition look broken halfway through the check.
+
+A write that fails for lack of space (ENOSPC, EDQUOT, or EFBIG from a file size limit) raises `RawLayerFull`
+naming the partition and the file; the temporary files are deleted and the previous version is untouched.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,11 +52,29 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline_project import fault_points
 from pipeline_project.contracts import QUARANTINE_REASON, REJECTED_VALUES, RawTableContract
 from pipeline_project.dedupe import drop_duplicates
+from pipeline_project.file_lock import exclusive_lock
 from pipeline_project.sources import ExtractStats
 
 LINEAGE_SCHEMA = {"_partition_date": pl.Date, "_batch_id": pl.String, "_loaded_at": pl.Datetime("us")}
+# How long a writer waits for another live writer of the same partition (a whole partition load).
+LOCK_WAIT_SECONDS = 300.0
+PENDING_SUFFIX = ".pending"
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class PartitionBusy(Exception):
+    """Another live process held the partition's lock for longer than the writer would wait."""
+
+
+class RawLayerFull(Exception):
+    """A write of the raw layer failed for lack of space; nothing was committed."""
+
+
+class InterruptedCommitError(Exception):
+    """A pending manifest cannot be completed: its files are neither staged nor in place."""
 
 
 @dataclass
@@ -78,9 +120,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with tmp.open("rb") as handle:
+def _fsync(path: Path) -> None:
+    with path.open("rb") as handle:
         os.fsync(handle.fileno())
+
+
+def _fsync_replace(tmp: Path, final: Path) -> None:
+    _fsync(tmp)
     os.replace(tmp, final)
     directory = os.open(final.parent, os.O_DIRECTORY)
     try:
@@ -89,11 +135,17 @@ def _fsync_replace(tmp: Path, final: Path) -> None:
         os.close(directory)
 
 
+def _staged(final: Path, run_id: str) -> Path:
+    """Where run `run_id` writes the next version of `final` (the same directory, so the move is a rename)."""
+    return final.with_name(f".{final.name}.{run_id}.tmp")
+
+
 class Lake:
     """Paths and reads of the raw layer rooted at one directory."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, lock_wait_seconds: float = LOCK_WAIT_SECONDS) -> None:
         self.root = Path(root).resolve()
+        self.lock_wait_seconds = lock_wait_seconds
 
     def data_path(self, table: str, day: date) -> Path:
         return self.root / "raw" / table / f"date={day.isoformat()}" / "data.parquet"
@@ -104,11 +156,74 @@ class Lake:
     def manifest_path(self, table: str, day: date) -> Path:
         return self.root / "manifests" / table / f"date={day.isoformat()}.json"
 
+    def pending_manifest_path(self, table: str, day: date) -> Path:
+        path = self.manifest_path(table, day)
+        return path.with_name(f"{path.name}{PENDING_SUFFIX}")
+
+    def lock_path(self, table: str, day: date, kind: str = "") -> Path:
+        return self.root / "locks" / table / f"date={day.isoformat()}{kind}.lock"
+
+    @contextmanager
+    def locked(self, table: str, day: date, holder: str, kind: str = "") -> Iterator[None]:
+        """Hold one of the partition's locks: the writer's (`kind=""`) or the commit's (`kind=".commit"`)."""
+        with exclusive_lock(
+            self.lock_path(table, day, kind),
+            holder,
+            self.lock_wait_seconds,
+            busy=lambda current: PartitionBusy(
+                f"raw_{table} {day}: the partition is locked by {current}; "
+                f"waited {self.lock_wait_seconds:g} s for it to finish"
+            ),
+            remove_when_released=True,
+        ):
+            yield
+
     def read_manifest(self, table: str, day: date) -> PartitionManifest | None:
+        """The committed manifest, after completing a commit a dead writer left pending."""
+        if self.pending_manifest_path(table, day).exists():
+            with self.locked(table, day, f"a reader (pid {os.getpid()})", ".commit"):
+                self.complete_pending_commit(table, day)
+        return self._read_manifest(table, day)
+
+    def _read_manifest(self, table: str, day: date) -> PartitionManifest | None:
         path = self.manifest_path(table, day)
         if not path.exists():
             return None
         return PartitionManifest(**json.loads(path.read_text()))
+
+    def read_verified(self, table: str, day: date) -> tuple[PartitionManifest | None, list[str]]:
+        """The committed manifest and the problems of its files, read while no commit can interleave."""
+        with self.locked(table, day, f"a reader (pid {os.getpid()})", ".commit"):
+            self.complete_pending_commit(table, day)
+            manifest = self._read_manifest(table, day)
+            return manifest, ([] if manifest is None else self.verify(manifest))
+
+    def complete_pending_commit(self, table: str, day: date) -> None:
+        """Roll forward the commit whose pending manifest is left (the caller holds the commit lock)."""
+        pending = self.pending_manifest_path(table, day)
+        if pending.exists():
+            self._move_into_place(PartitionManifest(**json.loads(pending.read_text())), recovering=True)
+
+    def _move_into_place(self, manifest: PartitionManifest, recovering: bool = False) -> None:
+        """Steps (b) and (c) of a commit: staged files, then the pending manifest, replace the current ones."""
+        day = date.fromisoformat(manifest.partition)
+        for kind, name, expected_sha in (
+            ("data", manifest.data_file, manifest.data_sha256),
+            ("quarantine", manifest.quarantine_file, manifest.quarantine_sha256),
+        ):
+            final = self.root / name
+            staged = _staged(final, manifest.run_id)
+            if staged.exists():
+                _fsync_replace(staged, final)
+            elif recovering and (not final.exists() or _sha256(final) != expected_sha):
+                raise InterruptedCommitError(
+                    f"raw_{manifest.table} {manifest.partition}: the interrupted commit of run {manifest.run_id} "
+                    f"cannot be completed: {name} is neither staged nor in place; see "
+                    f"{self.pending_manifest_path(manifest.table, day)}"
+                )
+            if kind == "data":
+                fault_points.reached("after_data_before_manifest")
+        _fsync_replace(self.pending_manifest_path(manifest.table, day), self.manifest_path(manifest.table, day))
 
     def verify(self, manifest: PartitionManifest) -> list[str]:
         """Problems that make a committed partition untrustworthy (empty when it checks out)."""
@@ -129,7 +244,11 @@ class Lake:
                 continue
             if _sha256(path) != expected_sha:
                 problems.append(f"{label} file {name} does not match the checksum in its manifest")
-            rows = pq.ParquetFile(path).metadata.num_rows
+            try:
+                rows = pq.ParquetFile(path).metadata.num_rows
+            except pa.ArrowException as error:
+                problems.append(f"{label} file {name} is not a readable Parquet file: {error}")
+                continue
             if rows != expected_rows:
                 problems.append(f"{label} file {name} holds {rows} rows, manifest says {expected_rows}")
         return problems
@@ -139,13 +258,16 @@ class Lake:
 
 
 class PartitionWriter:
-    """Streams the batches of one partition to temporary Parquet files and commits them atomically."""
+    """Streams the batches of one partition to temporary Parquet files and commits them atomically.
+
+    Use it as a context manager: entering takes the partition's lock and clears what dead writers left."""
 
     def __init__(self, lake: Lake, contract: RawTableContract, day: date, run_id: str) -> None:
         self.lake = lake
         self.contract = contract
         self.day = day
         self.run_id = run_id
+        self.holder = f"run {run_id} (pid {os.getpid()})"
         self.loaded_at = datetime.now(UTC).replace(tzinfo=None)
         self.loaded_count = 0
         self.quarantined_count = 0
@@ -155,9 +277,11 @@ class PartitionWriter:
             "data": lake.data_path(contract.name, day),
             "quarantine": lake.quarantine_path(contract.name, day),
         }
-        self._tmp = {kind: path.with_name(f".{path.name}.{run_id}.tmp") for kind, path in self._final.items()}
+        self._tmp = {kind: _staged(path, run_id) for kind, path in self._final.items()}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._schemas: dict[str, pa.Schema] = {}
+        self._held: ExitStack | None = None
+        self._decided = False  # the pending manifest is written: the temporary files belong to it
 
     def _with_lineage(self, frame: pl.DataFrame) -> pl.DataFrame:
         return frame.with_columns(
@@ -175,24 +299,60 @@ class PartitionWriter:
             columns[REJECTED_VALUES] = pl.String
         return pl.DataFrame(schema={**columns, **LINEAGE_SCHEMA}).to_arrow().schema
 
+    @contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """Turn running out of space while writing `path` into an error that says so and names the partition."""
+        try:
+            yield
+        except OSError as error:
+            if error.errno not in _OUT_OF_SPACE:
+                raise
+            raise RawLayerFull(
+                f"raw_{self.contract.name} {self.day}: could not write {path}: {os.strerror(error.errno)}; "
+                "nothing was committed, the partition keeps its previous version"
+            ) from error
+
     def _writer(self, kind: str) -> pq.ParquetWriter:
         """The open temporary file of `kind`, created on first use (so an empty partition still gets one)."""
+        if self._held is None:
+            raise RuntimeError("PartitionWriter writes only inside `with`, which holds the partition's lock")
         if kind not in self._writers:
             self._tmp[kind].parent.mkdir(parents=True, exist_ok=True)
             self._schemas[kind] = self._schema(kind)
-            self._writers[kind] = pq.ParquetWriter(self._tmp[kind], self._schemas[kind], compression="zstd")
+            with self._writing(self._tmp[kind]):
+                self._writers[kind] = pq.ParquetWriter(self._tmp[kind], self._schemas[kind], compression="zstd")
         return self._writers[kind]
 
     def _write(self, kind: str, frame: pl.DataFrame) -> None:
         writer = self._writer(kind)
-        writer.write_table(self._with_lineage(frame).to_arrow().cast(self._schemas[kind]))
+        with self._writing(self._tmp[kind]):
+            writer.write_table(self._with_lineage(frame).to_arrow().cast(self._schemas[kind]))
 
     def __enter__(self) -> PartitionWriter:
+        table = self.contract.name
+        with ExitStack() as held:
+            held.enter_context(self.lake.locked(table, self.day, self.holder))
+            with self.lake.locked(table, self.day, self.holder, ".commit"):
+                self.lake.complete_pending_commit(table, self.day)
+            self._remove_leftovers()
+            self._held = held.pop_all()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
+        try:
+            if exc_type is not None:
+                self.abort()
+        finally:
+            if self._held is not None:
+                self._held.close()
+                self._held = None
+
+    def _remove_leftovers(self) -> None:
+        """Delete the temporary files of writers that died (only dead ones can have any: we hold the lock)."""
+        manifest = self.lake.manifest_path(self.contract.name, self.day)
+        for final in (*self._final.values(), manifest):
+            for leftover in final.parent.glob(f".{final.name}.*.tmp*"):
+                leftover.unlink(missing_ok=True)
 
     def append(self, valid: pl.DataFrame, quarantined: pl.DataFrame) -> None:
         started = time.perf_counter()
@@ -208,7 +368,10 @@ class PartitionWriter:
 
     def abort(self) -> None:
         for writer in self._writers.values():
-            writer.close()
+            with suppress(OSError):  # a full disk fails the footer too; the file is deleted right after
+                writer.close()
+        if self._decided:
+            return  # the next reader or writer completes the commit from the pending manifest
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)
 
@@ -222,17 +385,32 @@ class PartitionWriter:
             self.reasons = dict(reasons.group_by(QUARANTINE_REASON).len().iter_rows())
         return dropped
 
+    def _write_pending(self, manifest: PartitionManifest) -> None:
+        pending = self.lake.pending_manifest_path(self.contract.name, self.day)
+        pending.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _staged(self.lake.manifest_path(self.contract.name, self.day), self.run_id)
+        try:
+            with self._writing(tmp):
+                tmp.write_text(json.dumps(asdict(manifest), indent=2))
+                _fsync_replace(tmp, pending)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def commit(self, extracted: ExtractStats, stage_seconds: dict[str, float], schema_drift: dict) -> PartitionManifest:
-        """Move data, then quarantine, then the manifest into place; return the manifest."""
+        """Close the temporary files, drop duplicates, then move data, quarantine and manifest into place."""
         started = time.perf_counter()
         for kind in ("data", "quarantine"):
-            self._writer(kind).close()
+            writer = self._writer(kind)
+            with self._writing(self._tmp[kind]):
+                writer.close()
         dedupe_started = time.perf_counter()
-        duplicates_dropped = self._drop_duplicates()
+        with self._writing(self._tmp["data"].parent):
+            duplicates_dropped = self._drop_duplicates()
         dedupe_seconds = time.perf_counter() - dedupe_started
+        for tmp in self._tmp.values():
+            with self._writing(tmp):
+                _fsync(tmp)
         checksums = {kind: _sha256(tmp) for kind, tmp in self._tmp.items()}
-        for kind in ("data", "quarantine"):
-            _fsync_replace(self._tmp[kind], self._final[kind])
         manifest = PartitionManifest(
             table=self.contract.name,
             partition=self.day.isoformat(),
@@ -258,9 +436,8 @@ class PartitionWriter:
                 "write_raw": round(self.write_seconds + time.perf_counter() - started - dedupe_seconds, 4),
             },
         )
-        path = self.lake.manifest_path(self.contract.name, self.day)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{self.run_id}.tmp")
-        tmp.write_text(json.dumps(asdict(manifest), indent=2))
-        _fsync_replace(tmp, path)
+        with self.lake.locked(self.contract.name, self.day, self.holder, ".commit"):
+            self._write_pending(manifest)
+            self._decided = True
+            self.lake._move_into_place(manifest)
         return manifest

@@ -386,3 +386,18 @@ def test_the_new_fault_settings_are_validated_with_the_setting_named():
         Faults(garbage={"refunds": {"amount_cents": -1}})
     with pytest.raises(ValueError, match="garbage.payments must be a non-empty object keyed by column name"):
         Faults(garbage={"payments": {}})
+
+
+# ------------------------------------------------------------------ a committed file damaged afterwards
+
+
+def test_a_truncated_data_file_is_reported_by_verification_and_fails_the_reconciliation_check(lake):
+    manifest = lake.read_manifest(TABLE, DAY)
+    data = lake.root / manifest.data_file
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    problems = lake.verify(manifest)
+    assert problems[0] == f"data file {manifest.data_file} does not match the checksum in its manifest"
+    assert problems[1].startswith(f"data file {manifest.data_file} is not a readable Parquet file: ")
+    check = reconciliation_result(TABLE, lake, [DAY])
+    assert not check.passed and check.metadata is not None
+    assert "is not a readable Parquet file" in str(check.metadata)
