@@ -181,7 +181,10 @@ def test_run_commands_show_real_runs_and_change_nothing(state, demo_source, inst
     assert f"    orders: data file raw/orders/date={GOOD_DAY}/data.parquet does not match the checksum" in out
     data_file.write_bytes(content[:100])
     code, out, _ = oncall(capsys, "lake-verify", str(GOOD_DAY), "orders")
-    assert code == 1 and "    orders: its files cannot be read: " in out
+    assert (
+        code == 1
+        and f"    orders: data file raw/orders/date={GOOD_DAY}/data.parquet is not a readable Parquet file: " in out
+    )
 
 
 def test_source_columns_reads_the_landing_files_and_names_a_missing_day(state, demo_source, capsys):
