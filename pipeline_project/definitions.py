@@ -63,8 +63,10 @@ executor_name = os.environ.get("PIPELINE_EXECUTOR", "in_process")
 if executor_name not in EXECUTORS:
     raise ValueError(f"PIPELINE_EXECUTOR={executor_name!r} is not one of {sorted(EXECUTORS)}")
 
-# An empty or unset LANDING_MAX_FILE_BYTES keeps the resource's default cap (512 MiB).
+# An empty or unset LANDING_MAX_FILE_BYTES keeps the resource's default cap (512 MiB), an empty or unset
+# PIPELINE_WAREHOUSE_LOCK_WAIT_SECONDS the warehouse's default wait (30 s).
 landing_cap_configured = bool(os.environ.get("LANDING_MAX_FILE_BYTES"))
+warehouse_wait_configured = bool(os.environ.get("PIPELINE_WAREHOUSE_LOCK_WAIT_SECONDS"))
 
 defs = apply_sla_policies(
     dg.Definitions(
@@ -81,7 +83,14 @@ defs = apply_sla_policies(
                 **({"max_file_bytes": dg.EnvVar.int("LANDING_MAX_FILE_BYTES")} if landing_cap_configured else {}),
             ),
             "lake": LakeResource(root=dg.EnvVar("PIPELINE_LAKE_DIR")),
-            "warehouse": WarehouseResource(path=dg.EnvVar("PIPELINE_WAREHOUSE_PATH")),
+            "warehouse": WarehouseResource(
+                path=dg.EnvVar("PIPELINE_WAREHOUSE_PATH"),
+                **(
+                    {"lock_wait_seconds": dg.EnvVar.int("PIPELINE_WAREHOUSE_LOCK_WAIT_SECONDS")}
+                    if warehouse_wait_configured
+                    else {}
+                ),
+            ),
             "dbt": dbt_resource(dbt_project),
             "alerting": alerting_resource_from_env(),
         },

@@ -86,7 +86,7 @@ class WarehouseResource(dg.ConfigurableResource):
     bounded time while another process holds the file (see `warehouse`)."""
 
     path: str
-    lock_wait_seconds: float = Field(
+    lock_wait_seconds: int = Field(
         default=warehouse.DEFAULT_LOCK_WAIT_SECONDS,
         description="How long to wait for another process's lock on the file before failing with its PID.",
     )

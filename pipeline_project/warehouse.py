@@ -25,7 +25,7 @@ import duckdb
 from pipeline_project.contracts import MART_CONTRACTS
 
 MART_SCHEMA = "marts"
-DEFAULT_LOCK_WAIT_SECONDS = 30.0
+DEFAULT_LOCK_WAIT_SECONDS = 30
 LOCK_RUNBOOK = "runbooks/transformation-failure.md"
 _FIRST_BACKOFF_SECONDS = 0.05
 _MAX_BACKOFF_SECONDS = 1.0
@@ -42,7 +42,7 @@ class WarehouseLockedError(RuntimeError):
         self.holder_pid = holder_pid
         super().__init__(
             f"warehouse {path} is locked by {holder}; gave up after waiting {waited_seconds:.1f} s "
-            f"(WarehouseResource lock_wait_seconds). Close that process's connection, or wait for it to finish, "
+            f"(PIPELINE_WAREHOUSE_LOCK_WAIT_SECONDS). Close that process's connection, or wait for it to finish, "
             f"then rerun. Runbook: {LOCK_RUNBOOK} (another process holds the warehouse file)"
         )
 

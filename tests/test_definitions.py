@@ -73,3 +73,29 @@ def test_the_import_guard_does_catch_dbt_under_the_dev_cli():
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": "/tmp", "DAGSTER_IS_DEV_CLI": "1"}
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0 and "dbt started" in result.stderr
+
+
+READ_OPTIONAL_SETTINGS = """
+import dagster as dg
+from pipeline_project.definitions import defs
+resources = {name: defs.resources[name] for name in ("landing", "warehouse")}
+with dg.build_resources(resources) as built:
+    print(built.landing.max_file_bytes, built.warehouse.lock_wait_seconds)
+"""
+
+
+def test_optional_settings_reach_their_resources_and_default_when_empty(tmp_path):
+    def resolved(**settings: str) -> list[str]:
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANDING_DIR": str(tmp_path),
+            "PIPELINE_WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
+            **settings,
+        }
+        completed = subprocess.run(
+            [sys.executable, "-c", READ_OPTIONAL_SETTINGS], env=env, capture_output=True, text=True, check=True
+        )
+        return completed.stdout.split()
+
+    assert resolved(LANDING_MAX_FILE_BYTES="", PIPELINE_WAREHOUSE_LOCK_WAIT_SECONDS="") == ["536870912", "30"]
+    assert resolved(LANDING_MAX_FILE_BYTES="1024", PIPELINE_WAREHOUSE_LOCK_WAIT_SECONDS="5") == ["1024", "5"]
