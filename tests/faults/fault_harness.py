@@ -45,6 +45,13 @@ class ChildRun:
         return self.returncode == -signal.SIGKILL
 
 
+def clean_and_changed_worlds(scale: float) -> dict:
+    """The demo world a good state is built from, and the same world with 3% bad records (a changed source)."""
+    from pipeline_project.demo_source import ShopWorld
+
+    return {"clean": ShopWorld(scale=scale), "changed": ShopWorld(scale=scale, bad_record_rate=0.03)}
+
+
 def write_instance_config(home: Path, max_runtime_seconds: int) -> dict:
     """The project's run monitoring settings (dagster.yaml), with a test-sized maximum runtime. Pools and
     run queues are left out: the raw layer's own lock is what the concurrency tests exercise."""

@@ -8,10 +8,19 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from fault_harness import child_env, finish, lake_fingerprint, leftovers, materialize, run_here, start
+from fault_harness import (
+    child_env,
+    clean_and_changed_worlds,
+    finish,
+    lake_fingerprint,
+    leftovers,
+    materialize,
+    run_here,
+    start,
+)
 
 from pipeline_project.contracts import RAW_CONTRACTS
-from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
+from pipeline_project.demo_source import DemoShopServer, Faults
 from pipeline_project.raw_store import Lake, PartitionBusy
 
 from conftest import DAYS, TEST_SCALE, TOKEN
@@ -28,7 +37,7 @@ FILE_SIZE_LIMIT = 4096
 
 @pytest.fixture(scope="module")
 def worlds():
-    return {"clean": ShopWorld(scale=TEST_SCALE), "changed": ShopWorld(scale=TEST_SCALE, bad_record_rate=0.03)}
+    return clean_and_changed_worlds(TEST_SCALE)
 
 
 @pytest.fixture(scope="module")

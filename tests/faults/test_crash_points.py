@@ -21,6 +21,7 @@ from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_ite
 from fault_harness import (
     MARTS,
     child_env,
+    clean_and_changed_worlds,
     kill_when_file_appears,
     lake_fingerprint,
     leftovers,
@@ -48,7 +49,7 @@ TEST_MAX_RUNTIME_SECONDS = 1
 
 @pytest.fixture(scope="module")
 def worlds():
-    return {"clean": ShopWorld(scale=TEST_SCALE), "changed": ShopWorld(scale=TEST_SCALE, bad_record_rate=0.03)}
+    return clean_and_changed_worlds(TEST_SCALE)
 
 
 @pytest.fixture(scope="module")

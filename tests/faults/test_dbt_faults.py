@@ -46,6 +46,7 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster_dbt import DbtProject
 from dagster_graphql.cli import execute_query
+from fault_harness import DIGEST
 
 from pipeline_project.alerting.alert import AlertKind
 from pipeline_project.alerting.signals import TIMEOUT_MESSAGE, SlaLookup, run_failure_signal
@@ -60,12 +61,12 @@ from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, WarehouseResource, dbt_resource
 
 from conftest import DAYS, TEST_SCALE, TOKEN
+from receivers import free_port
 
 DAY = DAYS[0]
 DBT_STEP = "shop_dbt_assets"
 ORDER_MARTS = ("daily_revenue", "customer_lifetime_value", "product_performance")
 ORDERS_LINEAGE = ["stg_orders", "int_order_totals", *ORDER_MARTS]
-DIGEST = "select count(*), md5(coalesce(string_agg(r::varchar, '|' order by r::varchar), '')) from ({}) r"
 BIN = Path(sys.executable).parent
 # The heavy query: a trillion-row cross join that DuckDB cannot prune; dbt's cancel interrupts it. On one
 # thread, so the fault burns one core of the machine, not all.
@@ -328,7 +329,7 @@ class CodeLocation:
 
     def __init__(self, stage: Stage, home: Path):
         self.home = home
-        self.port = _free_port()
+        self.port = free_port()
         self.workspace = home / "workspace.yaml"
         self.workspace.write_text(
             yaml.safe_dump(
@@ -404,12 +405,6 @@ class CodeLocation:
 
     def _log(self, process: subprocess.Popen) -> str:
         return (self.home / f"{Path(process.args[0]).name}.log").read_text()[-2000:]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _accepts(port: int) -> bool:
