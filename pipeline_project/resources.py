@@ -8,6 +8,7 @@ import sys
 from contextlib import AbstractContextManager
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import duckdb
@@ -39,6 +40,20 @@ class ShopApiResource(dg.ConfigurableResource):
     max_attempts: int = 5
     circuit_failure_threshold: int = 5
     circuit_cooldown_seconds: float = 60.0
+    control: Literal["endpoint", "key_listing"] = Field(
+        default="endpoint",
+        description="Where control figures come from: the source's control endpoint, or a keys-only second pass.",
+    )
+    dimensions: Literal["daily_versions", "current_state"] = Field(
+        default="daily_versions",
+        description="What the source keeps of customers and products: a version per day, or the current state.",
+    )
+    reconcile_attempts: int = Field(
+        default=2, ge=1, description="Reads of a partition before a load that does not reconcile is rejected."
+    )
+    changes_overlap_minutes: int = Field(
+        default=60, ge=0, description="How far before its watermark change capture reads again."
+    )
     _breaker: CircuitBreaker | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -56,6 +71,7 @@ class ShopApiResource(dg.ConfigurableResource):
             timeout_seconds=self.timeout_seconds,
             max_attempts=self.max_attempts,
             breaker=self._breaker or self._new_breaker(),
+            dimensions=self.dimensions,
         )
 
 
