@@ -15,11 +15,13 @@ drift fails the step before the partition is committed, additive drift loads and
 WARN check `schema_drift`.
 """
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from pipeline_project.changes import CapturedChanges, advance_watermark, read_changes
 from pipeline_project.contracts import API_TABLES, BUSINESS_DATE, LANDING_TABLES, RAW_CONTRACTS, RawTableContract
@@ -31,7 +33,7 @@ from pipeline_project.raw_store import Lake, PartitionManifest, RawLayerFull
 from pipeline_project.reconcile import Verdict
 from pipeline_project.resources import LakeResource, LandingResource, ShopApiResource
 from pipeline_project.schema_drift import SchemaDiff, SchemaDriftError
-from pipeline_project.sources import ShopApiClient, SourceError, day_filter, iter_landing_batches
+from pipeline_project.sources import ExtractStats, ShopApiClient, SourceError, day_filter, iter_landing_batches
 
 __all__ = ["API_TABLES", "LANDING_TABLES"]
 
@@ -48,22 +50,22 @@ def raw_asset_key(table: str) -> dg.AssetKey:
 
 
 def api_read(
-    client: ShopApiClient, contract: RawTableContract, filters: dict[str, str], api: ShopApiResource, records=None
+    client: ShopApiClient,
+    contract: RawTableContract,
+    filters: dict[str, str],
+    control: str = "endpoint",
+    attempts: int = 2,
+    records: Callable[[ExtractStats], Iterator[pl.DataFrame]] | None = None,
 ) -> PartitionRead:
     """How a partition of an API table is read and reconciled: the listing `filters` select (or, for a
-    change-capture merge, the changed `records`), against the control endpoint or a keys-only second pass."""
+    change-capture merge, the changed `records`), against the control endpoint (`control="endpoint"`) or a
+    keys-only second pass at about half the page size (`control="key_listing"`)."""
     key_page_size = max(1, client.page_size // 2 + 1)
-
-    def listed_keys():
-        return client.listed_keys(contract, filters, key_page_size)
-
     return PartitionRead(
-        batches=(lambda stats: client.iter_listing(contract, filters, stats, BATCH_ROWS))
-        if records is None
-        else records,
-        control=(lambda: client.control_figures(contract, filters)) if api.control == "endpoint" else None,
-        key_listing=listed_keys,
-        attempts=api.reconcile_attempts,
+        batches=records or (lambda stats: client.iter_listing(contract, filters, stats, BATCH_ROWS)),
+        control=(lambda: client.control_figures(contract, filters)) if control == "endpoint" else None,
+        key_listing=lambda: client.listed_keys(contract, filters, key_page_size),
+        attempts=attempts,
         merge_into_committed=records is not None,
     )
 
@@ -261,7 +263,7 @@ def _merge_changes(
                 stats.fetched_count += frame.height
                 yield frame
 
-        merge = api_read(client, contract, filters, api, records)
+        merge = api_read(client, contract, filters, api.control, api.reconcile_attempts, records)
         result = load_partition(lake, contract, day, context.run.run_id, merge)
         if not result.committed:
             problems = "; ".join(Verdict.from_metadata(result.manifest.verdict).problems)
@@ -269,7 +271,8 @@ def _merge_changes(
                 f"raw_{contract.name} {day}: merging {result.manifest.changes_merged} changed record(s) did not "
                 f"reconcile ({problems}); reading the day whole"
             )
-            result = load_partition(lake, contract, day, context.run.run_id, api_read(client, contract, filters, api))
+            whole_day = api_read(client, contract, filters, api.control, api.reconcile_attempts)
+            result = load_partition(lake, contract, day, context.run.run_id, whole_day)
         results[day] = result
     return results
 
@@ -312,7 +315,13 @@ def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
                     contract,
                     day,
                     context.run.run_id,
-                    api_read(client, contract, day_filter(table, day, client.dimensions), shop_api),
+                    api_read(
+                        client,
+                        contract,
+                        day_filter(table, day, client.dimensions),
+                        shop_api.control,
+                        shop_api.reconcile_attempts,
+                    ),
                 )
                 manifest = result.manifest
                 context.log.info(

@@ -480,6 +480,8 @@ class BadLine:
 
 _BOM = b"\xef\xbb\xbf"
 LINE_EXCERPT_BYTES = 1000
+# As `git` and `file` do: a NUL byte near the start means the file is binary, not text.
+BINARY_SNIFF_BYTES = 8192
 
 
 def iter_landing_batches(
@@ -508,6 +510,8 @@ def iter_landing_batches(
             if max_file_bytes is not None and size > max_file_bytes:
                 raise UnreadableLandingFile(path, "too_large", f"{size} bytes, over the cap of {max_file_bytes}")
             stats.bytes_read += size
+            if b"\x00" in os.pread(handle.fileno(), BINARY_SNIFF_BYTES, 0):
+                raise UnreadableLandingFile(path, "binary", "holds NUL bytes: not JSON lines", 1)
             line_number = 0
             while True:
                 records: list[dict] = []

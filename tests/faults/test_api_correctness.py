@@ -17,11 +17,20 @@ from pipeline_project.contracts import QUARANTINE_REASON, RAW_CONTRACTS
 from pipeline_project.definitions import defs
 from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
 from pipeline_project.demo_source.server import LATE_ARRIVAL_DELAY
-from pipeline_project.ingestion import API_TABLES, load_partition, raw_asset_key, reconciliation_result
+from pipeline_project.ingestion import API_TABLES, api_read, raw_asset_key, reconciliation_result
+from pipeline_project.loading import PartitionRead, load_partition
 from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.reconcile import CONTROL_ENDPOINT, ControlFigures, key_text
 from pipeline_project.resources import ShopApiResource
 from pipeline_project.schema_drift import conform
-from pipeline_project.sources import ShopApiClient, SourceError, iter_landing_batches, observed_frame, source_host
+from pipeline_project.sources import (
+    ShopApiClient,
+    SourceError,
+    day_filter,
+    iter_landing_batches,
+    observed_frame,
+    source_host,
+)
 
 from conftest import TOKEN
 
@@ -55,7 +64,7 @@ def _client(server, **options) -> ShopApiClient:
 
 def _load(lake: Lake, client: ShopApiClient, table: str, day: date = DAY):
     contract = RAW_CONTRACTS[table]
-    return load_partition(lake, contract, day, "test-run", lambda stats: client.iter_batches(contract, day, stats))
+    return load_partition(lake, contract, day, "test-run", api_read(client, contract, day_filter(table, day))).manifest
 
 
 def _raw(lake: Lake, table: str, day: date = DAY) -> pl.DataFrame:
@@ -243,15 +252,20 @@ def _order(order_id: int, status: str, updated_at: str) -> dict:
 
 
 def _load_batches(lake: Lake, table: str, batches: list[list[dict]]):
-    """Load hand-made source batches of one partition through the real writer."""
+    """Load hand-made source batches of one partition through the real writer, against control figures that
+    name exactly the distinct keys of the batches (the source's truth for these tests); landing tables are
+    reconciled by the lines read, as ingestion does."""
     contract = RAW_CONTRACTS[table]
+    keys = {key_text(record[contract.primary_key]) for batch in batches for record in batch}
 
     def stream(stats):
-        stats.source_reported_count = stats.fetched_count = sum(len(batch) for batch in batches)
         for batch in batches:
+            stats.fetched_count += len(batch)
             yield observed_frame(batch)
 
-    return load_partition(lake, contract, DAY, "test-run", stream)
+    control = None if contract.from_landing_files else (lambda: ControlFigures.of_keys(CONTROL_ENDPOINT, keys))
+    read = PartitionRead(stream, control=control, attempts=1)
+    return load_partition(lake, contract, DAY, "test-run", read).manifest
 
 
 def test_duplicates_resolve_across_batches_and_unresolvable_conflicts_are_quarantined(tmp_path):
@@ -280,9 +294,60 @@ def test_duplicates_resolve_across_batches_and_unresolvable_conflicts_are_quaran
         (4, "cancelled", "order_id:conflicting_duplicate"),
         (4, "paid", "order_id:conflicting_duplicate"),
     ]
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (3, 3, 3)
+    assert (manifest.loaded_count, manifest.quarantined_count) == (3, 3)
+    assert manifest.copies_dropped == {"identical": 1, "newer_version": 2, "older_version": 0}
     assert manifest.quarantine_reasons == {"order_id:conflicting_duplicate": 2, "order_status:isin": 1}
+    assert manifest.accounted["count"] == 5
     assert manifest.reconciled and not lake.verify(manifest)
+
+
+def test_every_copy_dropped_is_classified_by_how_it_arrived(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    t1, t2, t3 = "2026-03-14T10:05:00Z", "2026-03-14T11:00:00Z", "2026-03-14T12:00:00Z"
+    manifest = _load_batches(
+        lake,
+        "orders",
+        [
+            [_order(1, "paid", t1), _order(2, "shipped", t2), _order(3, "paid", t1)],
+            [
+                _order(1, "paid", t1),  # identical re-send
+                _order(1, "paid", t1),  # and another
+                _order(2, "paid", t1),  # a stale copy after the newer version: older_version
+                _order(3, "shipped", t2),  # the record changed while it was read: the first arrival is replaced
+                _order(3, "delivered", t3),  # and changed again
+            ],
+        ],
+    )
+    assert manifest.copies_dropped == {"identical": 2, "newer_version": 2, "older_version": 1}
+    assert _raw(lake, "orders").sort("order_id").select("order_id", "order_status").rows() == [
+        (1, "paid"),
+        (2, "shipped"),
+        (3, "delivered"),
+    ]
+    assert manifest.fetched_count == manifest.loaded_count + manifest.quarantined_count + manifest.copies == 8
+
+
+@pytest.mark.parametrize(
+    "stamp", [None, "last tuesday", "2026-02-30T10:00:00Z"], ids=["missing", "not_a_timestamp", "impossible_date"]
+)
+def test_versions_that_cannot_be_ordered_are_all_quarantined_never_dropped(tmp_path, stamp):
+    lake = Lake(tmp_path / "lake")
+    unstamped = _order(1, "shipped", "2026-03-14T10:05:00Z") | {"updated_at": stamp}
+    manifest = _load_batches(
+        lake,
+        "orders",
+        [
+            [_order(1, "paid", "2026-03-14T10:05:00Z"), _order(2, "paid", "2026-03-14T10:05:00Z")],
+            [unstamped, unstamped, _order(2, "paid", "2026-03-14T10:05:00Z")],
+        ],
+    )
+    assert _raw(lake, "orders")["order_id"].to_list() == [2]
+    quarantined = pl.read_parquet(lake.quarantine_path("orders", DAY)).sort("order_status")
+    assert quarantined["order_id"].to_list() == [1, 1], "both versions of order 1 are kept, with the reason"
+    assert quarantined["order_status"].to_list() == ["paid", "shipped"]
+    assert all("order_id:unorderable_versions" in reason for reason in quarantined[QUARANTINE_REASON])
+    assert manifest.copies_dropped == {"identical": 2, "newer_version": 0, "older_version": 0}
+    assert manifest.reconciled and manifest.accounted["count"] == 2
 
 
 def test_events_without_updated_at_keep_identical_copies_once_and_quarantine_differing_ones(tmp_path):
@@ -310,7 +375,7 @@ def test_events_without_updated_at_keep_identical_copies_once_and_quarantine_dif
         ("e-2", "bogus", "event_type:isin; event_id:conflicting_duplicate"),
         ("e-2", "page_view", "event_id:conflicting_duplicate"),
     ]
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (1, 2, 1)
+    assert (manifest.loaded_count, manifest.quarantined_count, manifest.copies) == (1, 2, 1)
     assert manifest.reconciled and not lake.verify(manifest)
 
 

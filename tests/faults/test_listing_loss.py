@@ -14,17 +14,16 @@ from datetime import date
 
 import dagster as dg
 import pytest
+from misbehaving_source import MisbehavingSource, Misbehaviour
 
 from pipeline_project.contracts import RAW_CONTRACTS
 from pipeline_project.definitions import defs
 from pipeline_project.ingestion import RECONCILIATION_CHECK, api_read, raw_asset_key, reconciliation_result
 from pipeline_project.loading import load_partition
 from pipeline_project.raw_store import Lake
-from pipeline_project.resources import ShopApiResource
 from pipeline_project.sources import ShopApiClient, day_filter
 
 from conftest import TOKEN
-from misbehaving_source import Misbehaviour, MisbehavingSource
 
 DAY = date(2026, 3, 14)
 PAGE = 50
@@ -45,9 +44,8 @@ def _source(records, table="orders"):
 
 def _load(lake: Lake, source: MisbehavingSource, control: str = "endpoint", run_id: str = "run-broken"):
     contract = RAW_CONTRACTS[source.table]
-    api = ShopApiResource(base_url=source.url, token=TOKEN, page_size=PAGE, control=control)
     with ShopApiClient(source.url, TOKEN, page_size=PAGE, max_backoff_seconds=0.01) as client:
-        read = api_read(client, contract, day_filter(source.table, DAY), api)
+        read = api_read(client, contract, day_filter(source.table, DAY), control)
         return load_partition(lake, contract, DAY, run_id, read)
 
 
