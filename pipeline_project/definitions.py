@@ -68,6 +68,13 @@ if executor_name not in EXECUTORS:
 landing_cap_configured = bool(os.environ.get("LANDING_MAX_FILE_BYTES"))
 warehouse_wait_configured = bool(os.environ.get("PIPELINE_WAREHOUSE_LOCK_WAIT_SECONDS"))
 
+
+def optional_settings(**fields: str) -> dict[str, dg.EnvVar]:
+    """Resource fields taken from the environment variables named, for those that are set and not empty; the
+    others keep the resource's default."""
+    return {field: dg.EnvVar(name) for field, name in fields.items() if os.environ.get(name)}
+
+
 defs = apply_sla_policies(
     dg.Definitions(
         assets=[*ingestion_assets, shop_dbt_assets],
@@ -77,7 +84,11 @@ defs = apply_sla_policies(
         sensors=[landing_file_sensor, *monitoring_sensors],
         executor=EXECUTORS[executor_name],
         resources={
-            "shop_api": ShopApiResource(base_url=dg.EnvVar("SHOP_API_URL"), token=dg.EnvVar("SHOP_API_TOKEN")),
+            "shop_api": ShopApiResource(
+                base_url=dg.EnvVar("SHOP_API_URL"),
+                token=dg.EnvVar("SHOP_API_TOKEN"),
+                **optional_settings(control="SHOP_API_CONTROL", dimensions="SHOP_API_DIMENSIONS"),
+            ),
             "landing": LandingResource(
                 directory=dg.EnvVar("LANDING_DIR"),
                 **({"max_file_bytes": dg.EnvVar.int("LANDING_MAX_FILE_BYTES")} if landing_cap_configured else {}),

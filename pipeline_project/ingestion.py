@@ -70,6 +70,20 @@ def api_read(
     )
 
 
+def load_api_partition(
+    lake: Lake,
+    client: ShopApiClient,
+    contract: RawTableContract,
+    day: date,
+    run_id: str,
+    control: str = "endpoint",
+    attempts: int = 2,
+) -> LoadResult:
+    """Load one day of an API table (`day_filter`), reconciled against the source (`api_read`)."""
+    filters = day_filter(contract.name, day, client.dimensions)
+    return load_partition(lake, contract, day, run_id, api_read(client, contract, filters, control, attempts))
+
+
 def partition_metadata(manifest: PartitionManifest, lake: Lake, committed: bool = True) -> dict:
     verdict = Verdict.from_metadata(manifest.verdict)
     metadata = {
@@ -310,18 +324,8 @@ def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
                         metadata=partition_metadata(result.manifest, raw_layer, result.committed),
                     )
             for day in days:
-                result = load_partition(
-                    raw_layer,
-                    contract,
-                    day,
-                    context.run.run_id,
-                    api_read(
-                        client,
-                        contract,
-                        day_filter(table, day, client.dimensions),
-                        shop_api.control,
-                        shop_api.reconcile_attempts,
-                    ),
+                result = load_api_partition(
+                    raw_layer, client, contract, day, context.run.run_id, shop_api.control, shop_api.reconcile_attempts
                 )
                 manifest = result.manifest
                 context.log.info(

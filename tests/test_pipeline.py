@@ -185,7 +185,7 @@ def test_bad_records_are_quarantined_with_the_rule_they_broke(state_dir, instanc
         bad = world.bad_records(table, day)
         assert bad, f"the generator injected no bad {table}"
         assert manifest.source_reported_count == world.record_counts(day)[table]
-        assert manifest.duplicates_dropped == 0
+        assert manifest.copies == 0
         assert manifest.source_reported_count == manifest.loaded_count + manifest.quarantined_count
         assert manifest.quarantined_count == len(bad)
         key = RAW_CONTRACTS[table].primary_key

@@ -141,7 +141,7 @@ def test_after_the_cooldown_one_probe_goes_out_and_a_recovered_source_is_read_co
         clock.advance(60)
         manifest = _load(lake, client, "orders")
     assert not breaker.is_open
-    assert manifest.reconciled and manifest.duplicates_dropped == 0
+    assert manifest.reconciled and manifest.copies == 0
     assert_frame_equal(_raw(lake, "orders"), _served(source.world, "orders"))
     assert source.request_count == 3 + manifest.pages
 
@@ -173,7 +173,7 @@ def test_records_sent_twice_are_loaded_once_and_counted(source, tmp_path, table)
     injected = faults.duplicates_in(expected.height)
     assert injected > 0
     assert manifest.source_reported_count == manifest.fetched_count == expected.height + injected
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (
+    assert (manifest.loaded_count, manifest.quarantined_count, manifest.copies) == (
         expected.height,
         0,
         injected,
@@ -211,7 +211,7 @@ def test_a_landing_file_delivered_twice_loads_its_events_once(tmp_path):
     )
     events = world.record_counts(DAY)["web_events"]
     assert manifest.reconciled and manifest.fetched_count == events + repeated
-    assert (manifest.loaded_count, manifest.duplicates_dropped) == (events, repeated)
+    assert (manifest.loaded_count, manifest.copies) == (events, repeated)
     raw = _raw(lake, "web_events")
     assert raw.height == raw["event_id"].n_unique() == events
 
@@ -235,7 +235,7 @@ def test_the_latest_version_of_a_record_sent_twice_wins_whatever_the_order_of_ar
         .alias("updated_at")
     )
     assert_frame_equal(_raw(lake, "orders").sort("order_id"), expected)
-    assert manifest.reconciled and manifest.duplicates_dropped == sum(resent) > 0
+    assert manifest.reconciled and manifest.copies == sum(resent) > 0
     assert manifest.quarantined_count == 0
 
 
@@ -442,7 +442,7 @@ def test_records_sharing_updated_at_across_page_cuts_are_each_loaded_once(source
     expected = _served(source.world, "products")
     assert expected["updated_at"].n_unique() == 1 and expected.height == 500
     assert_frame_equal(_raw(lake, "products").sort("product_id"), expected)
-    assert manifest.reconciled and manifest.duplicates_dropped == faults.duplicates_in(500)
+    assert manifest.reconciled and manifest.copies == faults.duplicates_in(500)
     assert source.request_count == manifest.pages == 72
 
 

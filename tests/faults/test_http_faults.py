@@ -9,7 +9,7 @@ import pytest
 
 from pipeline_project.contracts import RAW_CONTRACTS
 from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingestion import load_partition
+from pipeline_project.ingestion import load_api_partition
 from pipeline_project.raw_store import Lake
 from pipeline_project.sources import ShopApiClient, SourceError
 
@@ -32,19 +32,13 @@ def _client(server, token=TOKEN, **options) -> ShopApiClient:
 
 def _load(server, tmp_path, client):
     with client:
-        return load_partition(
-            Lake(tmp_path / "lake"),
-            ORDER_ITEMS,
-            DAY,
-            "fault-test",
-            lambda stats: client.iter_batches(ORDER_ITEMS, DAY, stats),
-        )
+        return load_api_partition(Lake(tmp_path / "lake"), client, ORDER_ITEMS, DAY, "fault-test").manifest
 
 
 def test_server_errors_and_rate_limits_are_retried_until_every_record_is_loaded(source, tmp_path):
     source.set_faults(Faults(error_rate=0.25, rate_limit_every=3, retry_after_seconds=0.05))
     manifest = _load(source, tmp_path, _client(source))
-    assert manifest.reconciled and manifest.duplicates_dropped == 0
+    assert manifest.reconciled and manifest.copies == 0
     assert manifest.loaded_count == manifest.source_reported_count == source.world.record_counts(DAY)["order_items"]
     pages = -(-manifest.loaded_count // 100)
     assert source.request_count > pages, "no request was failed and retried"

@@ -22,7 +22,8 @@ from polars.testing import assert_frame_equal
 
 from pipeline_project.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES
 from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingestion import load_partition, reconciliation_result
+from pipeline_project.ingestion import load_api_partition, reconciliation_result
+from pipeline_project.loading import load_partition
 from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.sources import ShopApiClient, SourceError
 
@@ -66,7 +67,7 @@ def _client(url: str, **options) -> ShopApiClient:
 def _load(lake: Lake, url: str, table: str = TABLE, day: date = DAY, **options):
     contract = RAW_CONTRACTS[table]
     with _client(url, **options) as client:
-        return load_partition(lake, contract, day, "test-run", lambda stats: client.iter_batches(contract, day, stats))
+        return load_api_partition(lake, client, contract, day, "test-run").manifest
 
 
 def _partition_state(lake: Lake, table: str = TABLE, day: date = DAY) -> dict:
@@ -101,7 +102,7 @@ def _recovers_to_the_clean_data(lake: Lake, source: DemoShopServer) -> None:
     clean = _raw(lake)
     source.set_faults(Faults())
     manifest = _load(lake, source.url)
-    assert manifest.reconciled and (manifest.quarantined_count, manifest.duplicates_dropped) == (0, 0)
+    assert manifest.reconciled and (manifest.quarantined_count, manifest.copies) == (0, 0)
     assert manifest.source_reported_count == manifest.fetched_count == manifest.loaded_count == clean.height
     assert_frame_equal(_raw(lake), clean)
     assert reconciliation_result(TABLE, lake, [DAY]).passed
@@ -170,7 +171,7 @@ def test_a_body_cut_short_on_the_wire_is_retried_and_every_record_loads_once(sou
     clean = _raw(lake)
     source.set_faults(Faults(truncate_every=2))
     requests, manifest = _requests_during(source, lambda: _load(lake, source.url))
-    assert manifest.reconciled and (manifest.quarantined_count, manifest.duplicates_dropped) == (0, 0)
+    assert manifest.reconciled and (manifest.quarantined_count, manifest.copies) == (0, 0)
     assert manifest.fetched_count == manifest.loaded_count == clean.height
     pages = -(-clean.height // PAGE_SIZE)
     assert manifest.pages == pages and requests == 2 * pages - 1, "each cut page after the first was asked again"
@@ -253,7 +254,7 @@ def test_a_day_with_no_records_commits_an_empty_reconciled_partition(source, tmp
     source.set_faults(Faults(as_of="2026-03-13T00:00:00Z"))
     manifest = _load(lake, source.url)
     assert (manifest.source_reported_count, manifest.fetched_count, manifest.pages) == (0, 0, 1)
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (0, 0, 0)
+    assert (manifest.loaded_count, manifest.quarantined_count, manifest.copies) == (0, 0, 0)
     assert manifest.reconciled and not lake.verify(manifest)
     assert _raw(lake).is_empty() and _raw(lake).columns == RAW_CONTRACTS[TABLE].columns
     check = reconciliation_result(TABLE, lake, [DAY])
@@ -326,7 +327,7 @@ def test_rows_with_garbage_are_quarantined_with_their_reason_and_the_rest_loads(
     }
     assert {faults.garbage_at(table, position) for position in range(len(listing))} - {None} == set(GARBAGE[table])
     assert manifest.source_reported_count == manifest.fetched_count == len(listing)
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (
+    assert (manifest.loaded_count, manifest.quarantined_count, manifest.copies) == (
         len(listing) - len(bad),
         len(bad),
         0,
@@ -352,7 +353,7 @@ def test_text_in_a_numeric_column_quarantines_its_row_keeping_the_text_and_the_r
     listing = _listing(source.world, "payments")
     bad = [record["payment_id"] for position, record in enumerate(listing) if faults.garbage_at("payments", position)]
     assert bad and manifest.source_reported_count == manifest.fetched_count == len(listing)
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (
+    assert (manifest.loaded_count, manifest.quarantined_count, manifest.copies) == (
         len(listing) - len(bad),
         len(bad),
         0,
