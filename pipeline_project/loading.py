@@ -32,7 +32,7 @@ from pipeline_project.dedupe import ARRIVAL
 from pipeline_project.raw_store import Lake, PartitionManifest, PartitionWriter
 from pipeline_project.reconcile import LANDING_LINES, ControlFigures, Verdict, compare, locate
 from pipeline_project.schema_drift import PartitionDriftWatch
-from pipeline_project.sources import ExtractStats
+from pipeline_project.sources import BrokenListing, ExtractStats
 
 
 @dataclass
@@ -88,9 +88,13 @@ def _stage(
     before = read.control() if read.control else None
     seconds["control"] = time.perf_counter() - started
     stream = read.batches(stats)
+    broken = None
     while True:
         started = time.perf_counter()
-        batch = next(stream, None)
+        try:
+            batch = next(stream, None)
+        except BrokenListing as error:
+            broken, batch = str(error), None
         seconds["extract"] += time.perf_counter() - started
         if batch is None:
             break
@@ -132,6 +136,9 @@ def _stage(
     if ledger := manifest.ledger_problems():
         verdict.agrees = False
         verdict.problems.extend(ledger)
+    if broken:
+        verdict.agrees = False
+        verdict.problems.insert(0, f"the listing broke off: {broken}")
     manifest.control = after.to_metadata()
     manifest.verdict = verdict.to_metadata()
     if read.merge_into_committed:

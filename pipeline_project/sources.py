@@ -43,31 +43,31 @@ import itertools
 import logging
 import os
 import stat
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from time import monotonic
 from types import NoneType
 from urllib.parse import urlencode
 
 import httpx
 import orjson
 import polars as pl
-from tenacity import (
-    Retrying,
-    before_sleep_log,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from pipeline_project.circuit_breaker import CircuitBreaker, CircuitOpenError
 from pipeline_project.contracts import BUSINESS_DATE, DAILY_VERSIONS, RAW_CONTRACTS, RawTableContract
 from pipeline_project.reconcile import CONTROL_ENDPOINT, KEY_LISTING, ControlFigures, key_text
+from pipeline_project.secrets import scrub_library_logs
 
 log = logging.getLogger(__name__)
+# httpx logs every request with its full URL (query string included) at INFO.
+scrub_library_logs("httpx", "httpcore")
 
 DATE_FILTERED = {name for name, contract in RAW_CONTRACTS.items() if contract.day_selection == BUSINESS_DATE}
 UPDATED_FILTERED = {name for name, contract in RAW_CONTRACTS.items() if contract.day_selection == DAILY_VERSIONS}
@@ -89,6 +89,49 @@ class SourceError(Exception):
         self.retryable = retryable
 
 
+class ResponseDeadlineExceeded(httpx.TimeoutException):
+    """The whole response did not arrive in time (each read did): a transient failure, retried like a timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+def _identity():
+    return lambda data, limit: [data]
+
+
+def _inflating(wbits: int):
+    """A decompressor that never produces more than `limit` bytes from one call (a bomb stops at the cap)."""
+    decompressor = zlib.decompressobj(wbits)
+
+    def decompress(data: bytes, limit: int) -> Iterator[bytes]:
+        while data:
+            chunk = decompressor.decompress(data, limit)
+            yield chunk
+            if len(chunk) >= limit:
+                return  # the caller refuses the body: it is over the cap
+            data = decompressor.unconsumed_tail
+
+    return decompress
+
+
+_DECOMPRESSORS = {
+    "identity": _identity,
+    "gzip": lambda: _inflating(16 + zlib.MAX_WBITS),
+    "deflate": lambda: _inflating(zlib.MAX_WBITS),
+}
+ERROR_DETAIL_CHARS = 200
+
+
+class BrokenListing(SourceError):
+    """A listing that contradicts itself while it is read (a cursor that does not advance or cycles, more pages
+    than its total allows, a total that changes): what was read cannot be complete, so the load is rejected and
+    reconciliation says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
 class UnreadableBody(Exception):
     """A 200 whose body is not complete JSON (cut short by the upstream or a proxy): worth another attempt."""
 
@@ -97,20 +140,29 @@ class UnexpectedResponse(Exception):
     """A 200 that is not a listing page (wrong content type or shape): another attempt would get the same."""
 
 
+class StatusError(Exception):
+    """An answer other than 200: its status, headers (for Retry-After) and body (for the error message)."""
+
+    def __init__(self, status: int, headers: httpx.Headers, content: bytes) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.headers = headers
+        self.content = content
+
+
 def _is_transient(error: BaseException) -> bool:
     if isinstance(error, httpx.TransportError | UnreadableBody):
         return True
-    if isinstance(error, httpx.HTTPStatusError):
-        status = error.response.status_code
-        return status == 429 or status >= 500
+    if isinstance(error, StatusError):
+        return error.status == 429 or error.status >= 500
     return False
 
 
 def _retry_after_seconds(error: BaseException | None) -> float | None:
     """The server's Retry-After (delta-seconds or an HTTP date) on a 429/503, if it sent one."""
-    if not isinstance(error, httpx.HTTPStatusError):
+    if not isinstance(error, StatusError):
         return None
-    value = error.response.headers.get("Retry-After")
+    value = error.headers.get("Retry-After")
     if value is None:
         return None
     try:
@@ -120,6 +172,19 @@ def _retry_after_seconds(error: BaseException | None) -> float | None:
             return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
         except (TypeError, ValueError):
             return None
+
+
+def _log_retry(retry_state: RetryCallState) -> None:
+    """A warning per retried attempt that names the failure, never a URL: a query string or userinfo in a URL
+    can carry what a log must not (tenacity's own message quotes the exception, and httpx's names the URL)."""
+    error = retry_state.outcome.exception() if retry_state.outcome else None
+    what = str(error) if isinstance(error, StatusError) else type(error).__name__
+    log.warning(
+        "shop API request failed (%s) on attempt %d; retrying in %.1f s",
+        what,
+        retry_state.attempt_number,
+        retry_state.upcoming_sleep,
+    )
 
 
 class RetryAfterOrBackoff:
@@ -173,7 +238,7 @@ def day_filter(table: str, day: date, dimensions: str = "daily_versions") -> dic
     if table in DATE_FILTERED:
         return {"date": day.isoformat()}
     if table in UPDATED_FILTERED:
-        start = datetime.combine(day, time.min)
+        start = datetime.combine(day, time_of_day.min)
         if dimensions == "current_state":
             return {"updated_since": iso_z(start)}
         return {"updated_since": iso_z(start), "updated_before": iso_z(start + timedelta(days=1))}
@@ -234,9 +299,15 @@ class ShopApiClient:
         max_retry_after_seconds: float = 60.0,
         breaker: CircuitBreaker | None = None,
         dimensions: str = "daily_versions",
+        max_response_bytes: int = 64 * 1024 * 1024,
+        response_deadline_seconds: float = 120.0,
     ) -> None:
         if dimensions not in DIMENSION_MODES:
             raise ValueError(f"dimensions must be one of {', '.join(DIMENSION_MODES)}, got {dimensions!r}")
+        if httpx.URL(base_url).userinfo:
+            raise ValueError(
+                "SHOP_API_URL must not carry user information (user:password@); the bearer token goes in SHOP_API_TOKEN"
+            )
         self._token = token
         self.dimensions = dimensions
         self.source_clock: datetime | None = None
@@ -244,17 +315,23 @@ class ShopApiClient:
         self._breaker = breaker or CircuitBreaker(source_host(base_url))
         self._client = httpx.Client(
             base_url=base_url,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json",
+                "Accept-Encoding": ", ".join(name for name in _DECOMPRESSORS if name != "identity"),
+            },
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0)),
         )
         self.page_size = page_size
+        self.max_response_bytes = max_response_bytes
+        self.response_deadline_seconds = response_deadline_seconds
         self._retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             stop=stop_after_attempt(max_attempts),
             wait=RetryAfterOrBackoff(
                 wait_exponential_jitter(multiplier=0.5, max=max_backoff_seconds), max_retry_after_seconds
             ),
-            before_sleep=before_sleep_log(log, logging.WARNING),
+            before_sleep=_log_retry,
             reraise=True,
         )
 
@@ -267,45 +344,87 @@ class ShopApiClient:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _get(self, path: str, params: dict[str, str], read: Callable[[httpx.Response], dict], expected: str) -> dict:
-        """GET with retries and the breaker; `read` turns a 200 into its JSON object or raises
-        UnreadableBody / UnexpectedResponse; `expected` says what the body should have been, for errors."""
+    def _get(
+        self, path: str, params: dict[str, str], read: Callable[[httpx.Headers, bytes], dict], expected: str
+    ) -> dict:
+        """GET with retries and the breaker; `read` turns a 200's headers and body into its JSON object or
+        raises UnreadableBody / UnexpectedResponse; `expected` says what the body should have been, for errors."""
 
-        def attempt() -> tuple[httpx.Response, dict]:
+        def attempt() -> tuple[httpx.Response, bytes, dict]:
             self._breaker.before_request()
             try:
-                response = self._client.get(path, params=params)
-            except Exception as err:
-                self._breaker.record_failure(type(err).__name__)
+                response, content = self._fetch(path, params)
+                if response.status_code >= 500:
+                    raise StatusError(response.status_code, response.headers, content)
+                body = read(response.headers, content) if response.status_code == 200 else {}
+            except (httpx.TransportError, StatusError, UnreadableBody) as err:
+                # A dropped connection, a 5xx and a 200 cut short all say the source is not answering properly.
+                self._breaker.record_failure(str(err) if isinstance(err, StatusError) else type(err).__name__)
                 raise
-            if response.status_code >= 500:
-                self._breaker.record_failure(f"HTTP {response.status_code}")
-            else:
-                self._breaker.record_success()
-            response.raise_for_status()
-            return response, read(response)
+            except BaseException:
+                self._breaker.record_success()  # it answered, just not with what we can use (or we were stopped)
+                raise
+            self._breaker.record_success()
+            if response.status_code != 200:
+                raise StatusError(response.status_code, response.headers, content)
+            return response, content, body
 
         try:
-            response, body = self._retrying(attempt)
+            response, content, body = self._retrying(attempt)
         except CircuitOpenError as err:
             raise SourceError(f"GET {path} not sent: {err}", retryable=True) from None
         except UnreadableBody as err:
             raise SourceError(f"GET {path} answered 200 with {err}", retryable=True) from None
         except UnexpectedResponse as err:
             raise SourceError(
-                f"GET {path} answered 200 with {self._redact(str(err))}; expected {expected}", retryable=False
+                f"GET {path} answered with {self._redact(str(err))}; expected {expected}", retryable=False
             ) from None
-        except httpx.HTTPStatusError as err:
-            detail = self._redact(err.response.text[:200])
-            raise SourceError(
-                f"GET {path} answered HTTP {err.response.status_code}: {detail}", retryable=_is_transient(err)
-            ) from None
+        except StatusError as err:
+            # Redacted before it is cut: a token cut in half at the boundary would no longer be recognised.
+            detail = self._redact(err.content.decode("utf-8", "replace"))[:ERROR_DETAIL_CHARS]
+            message = f"GET {path} answered HTTP {err.status}: {detail}"
+            raise SourceError(message, retryable=_is_transient(err)) from None
         except httpx.TransportError as err:
             raise SourceError(
                 f"GET {path} failed: {type(err).__name__}: {self._redact(str(err))}", retryable=True
             ) from None
         self._note_source_clock(response)
-        return body | {"_bytes": len(response.content)}
+        return body | {"_bytes": len(content)}
+
+    def _fetch(self, path: str, params: dict[str, str]) -> tuple[httpx.Response, bytes]:
+        """One request, its body read whole within `response_deadline_seconds` and `max_response_bytes`.
+
+        httpx's timeouts bound each socket read, not the response, so a source that sends a byte every few
+        seconds would never time out: the deadline is checked as the body arrives (it ends within one read
+        timeout of the deadline). The cap is checked against a declared Content-Length before anything is read,
+        and against the bytes as they are decompressed, so neither a lying length, one huge record nor a
+        compressed body that inflates without bound is held in memory past it."""
+        deadline = monotonic() + self.response_deadline_seconds
+        with self._client.stream("GET", path, params=params) as response:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > self.max_response_bytes:
+                raise UnexpectedResponse(
+                    f"a body of {int(declared)} bytes declared, over the cap of {self.max_response_bytes} bytes"
+                )
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in _DECOMPRESSORS:
+                raise UnexpectedResponse(f"a body encoded as {encoding!r}, which is not accepted")
+            decompress = _DECOMPRESSORS[encoding]()
+            chunks, size = [], 0
+            for raw in response.iter_raw():
+                for chunk in decompress(raw, self.max_response_bytes - size + 1):
+                    size += len(chunk)
+                    if size > self.max_response_bytes:
+                        raise UnexpectedResponse(
+                            f"a body over the cap of {self.max_response_bytes} bytes (Content-Length said "
+                            f"{declared or 'nothing'}; encoding {encoding})"
+                        )
+                    chunks.append(chunk)
+                if monotonic() > deadline:
+                    raise ResponseDeadlineExceeded(
+                        f"the response was not complete after {self.response_deadline_seconds:g} s"
+                    )
+        return response, b"".join(chunks)
 
     def _note_source_clock(self, response: httpx.Response) -> None:
         try:
@@ -343,10 +462,14 @@ class ShopApiClient:
     def _pages(
         self, contract: RawTableContract, filters: dict[str, str], stats: ExtractStats, page_size: int
     ) -> Iterator[dict]:
-        """Every page of a listing, following the source's opaque cursor; counts go to `stats`."""
+        """Every page of a listing, following the source's opaque cursor; counts go to `stats`.
+
+        Paging is bounded: a cursor that does not advance or comes back (a cycle), or more pages than the
+        listing's `total` needs, fails the partition at once instead of paging until the disk is full."""
         path = f"/v1/{contract.name}"
         params = {**filters, "limit": str(page_size)}
         stats.source = f"GET {path}?{urlencode(filters, safe=':')}"
+        cursors_seen: set[str] = set()
         while True:
             page = self._get(path, params, _listing_page, "a JSON object with data, next_cursor and total")
             stats.pages += 1
@@ -354,17 +477,27 @@ class ShopApiClient:
             if stats.source_reported_count is None:
                 stats.source_reported_count = page["total"]
             elif page["total"] != stats.source_reported_count:
-                raise SourceError(
+                raise BrokenListing(
                     f"{stats.source}: the listing changed while it was read (page {stats.pages} reports "
-                    f"{page['total']} records, the first page {stats.source_reported_count}); nothing of the "
-                    "partition was committed",
-                    retryable=True,
+                    f"{page['total']} records, the first page {stats.source_reported_count})"
                 )
             stats.fetched_count += len(page["data"])
             yield page
             cursor = page["next_cursor"]
             if cursor is None:
                 return
+            if cursor in cursors_seen or cursor == params.get("cursor"):
+                raise BrokenListing(
+                    f"{stats.source}: page {stats.pages} links back to a page already read (the cursor does not "
+                    "advance); the listing cannot be read to its end"
+                )
+            pages_needed = -(-stats.source_reported_count // page_size) + 1  # the last page may come back empty
+            if stats.pages >= pages_needed:
+                raise BrokenListing(
+                    f"{stats.source}: page {stats.pages} links to another page, but {stats.source_reported_count} "
+                    f"records fit in {pages_needed - 1} page(s) of {page_size}"
+                )
+            cursors_seen.add(cursor)
             params["cursor"] = cursor
 
     def iter_listing(
@@ -377,7 +510,16 @@ class ShopApiClient:
         # Pages become compact polars frames at once; only one page of Python dicts is alive at a time.
         pending: list[pl.DataFrame] = []
         pending_rows = 0
-        for page in self._pages(contract, filters, stats, self.page_size):
+        pages = self._pages(contract, filters, stats, self.page_size)
+        while True:
+            try:
+                page = next(pages, None)
+            except BrokenListing:
+                if pending:  # what arrived before the listing broke off still counts, and is reconciled
+                    yield pl.concat(pending)
+                raise
+            if page is None:
+                break
             frame = observed_frame(page["data"])
             if pending and frame.schema != pending[0].schema:
                 # A batch has one schema, so a column that changes from one page to the next is compared.
@@ -398,17 +540,17 @@ class ShopApiClient:
         return self.iter_listing(contract, day_filter(contract.name, day, self.dimensions), stats, batch_rows)
 
 
-def _json_object(response: httpx.Response) -> dict:
+def _json_object(headers: httpx.Headers, content: bytes) -> dict:
     """The JSON object a 200 carries, or UnreadableBody / UnexpectedResponse saying what arrived instead."""
-    content_type = response.headers.get("Content-Type", "")
+    content_type = headers.get("Content-Type", "")
     media_type = content_type.split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
-        excerpt = response.content[:80].decode("utf-8", "replace")
+        excerpt = content[:80].decode("utf-8", "replace")
         raise UnexpectedResponse(f"Content-Type {content_type or '(none)'!r}, not JSON: {excerpt!r}")
     try:
-        body = orjson.loads(response.content)
+        body = orjson.loads(content)
     except orjson.JSONDecodeError as err:
-        raise UnreadableBody(f"{len(response.content)} bytes that are not complete JSON ({err})") from None
+        raise UnreadableBody(f"{len(content)} bytes that are not complete JSON ({err})") from None
     if not isinstance(body, dict):
         raise UnexpectedResponse(f"a JSON {type(body).__name__}")
     return body
@@ -418,9 +560,9 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _listing_page(response: httpx.Response) -> dict:
+def _listing_page(headers: httpx.Headers, content: bytes) -> dict:
     """The page a 200 carries, or UnreadableBody / UnexpectedResponse saying what arrived instead."""
-    page = _json_object(response)
+    page = _json_object(headers, content)
     problems = [f"{name} is missing" for name in ("data", "next_cursor", "total") if name not in page]
     data, cursor, total = page.get("data", []), page.get("next_cursor"), page.get("total", 0)
     if not isinstance(data, list) or not all(isinstance(record, dict) for record in data):
@@ -434,9 +576,9 @@ def _listing_page(response: httpx.Response) -> dict:
     return page
 
 
-def _control_body(response: httpx.Response) -> dict:
+def _control_body(headers: httpx.Headers, content: bytes) -> dict:
     """The control figures a 200 carries, or UnexpectedResponse saying what is wrong with them."""
-    body = _json_object(response)
+    body = _json_object(headers, content)
     problems = []
     if not _is_count(body.get("count")):
         problems.append(f"count is not a non-negative integer ({str(body.get('count'))[:40]!r})")

@@ -14,7 +14,9 @@ many real APIs do, so that one broken listing can:
   over the page cut is sent twice;
 - `copies_for_missing`: send copies of the first half of the records in place of the second half;
 - `total_agrees`: make `total` count what the broken listing actually holds, so the listing agrees with
-  itself and only an independent control figure can tell.
+  itself and only an independent control figure can tell;
+- `cursor_stuck`, `cursor_cycle`, `endless`: from the given page on, hand back the cursor just used, the
+  cursor of the page before, or a fresh cursor past the end, forever (a listing that never ends).
 
 The control figures are computed here from the true records with the checksum as documented for sources
 (MD5 of the key's text, first 8 bytes big-endian, summed modulo 2**64), independently of the pipeline's
@@ -36,7 +38,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-FAULTS = ("swap_page", "skip_page", "move_across_cut", "copies_for_missing")
+FAULTS = (
+    "swap_page",
+    "skip_page",
+    "move_across_cut",
+    "copies_for_missing",
+    "cursor_stuck",
+    "cursor_cycle",
+    "endless",
+)
 
 
 def documented_checksum(keys) -> int:
@@ -155,6 +165,8 @@ class MisbehavingSource:
         next_offset = offset + limit
         if fault == "skip_page" and number + 1 == self.misbehaviour.page:
             next_offset += limit
+        if number >= self.misbehaviour.page and fault in ("cursor_stuck", "cursor_cycle", "endless"):
+            return rows, {"cursor_stuck": offset, "cursor_cycle": offset - limit, "endless": next_offset}[fault]
         return rows, next_offset if next_offset < len(ordering) else None
 
     def _distinct_served(self, limit: int) -> int:
