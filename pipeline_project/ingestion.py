@@ -56,6 +56,7 @@ def api_read(
     control: str = "endpoint",
     attempts: int = 2,
     records: Callable[[ExtractStats], Iterator[pl.DataFrame]] | None = None,
+    not_after: datetime | None = None,
 ) -> PartitionRead:
     """How a partition of an API table is read and reconciled: the listing `filters` select (or, for a
     change-capture merge, the changed `records`), against the control endpoint (`control="endpoint"`) or a
@@ -67,6 +68,7 @@ def api_read(
         key_listing=lambda: client.listed_keys(contract, filters, key_page_size),
         attempts=attempts,
         merge_into_committed=records is not None,
+        not_after=not_after,
     )
 
 
@@ -78,10 +80,12 @@ def load_api_partition(
     run_id: str,
     control: str = "endpoint",
     attempts: int = 2,
+    not_after: datetime | None = None,
 ) -> LoadResult:
     """Load one day of an API table (`day_filter`), reconciled against the source (`api_read`)."""
     filters = day_filter(contract.name, day, client.dimensions)
-    return load_partition(lake, contract, day, run_id, api_read(client, contract, filters, control, attempts))
+    read = api_read(client, contract, filters, control, attempts, not_after=not_after)
+    return load_partition(lake, contract, day, run_id, read)
 
 
 def partition_metadata(manifest: PartitionManifest, lake: Lake, committed: bool = True) -> dict:
@@ -263,6 +267,7 @@ def _merge_changes(
     lake: Lake,
     contract: RawTableContract,
     captured: CapturedChanges,
+    not_after: datetime,
 ) -> dict[date, LoadResult]:
     """Rewrite each older partition that holds a changed record: its rows plus the changes, reconciled like any
     load; when that does not reconcile, the day is read whole instead."""
@@ -277,7 +282,7 @@ def _merge_changes(
                 stats.fetched_count += frame.height
                 yield frame
 
-        merge = api_read(client, contract, filters, api.control, api.reconcile_attempts, records)
+        merge = api_read(client, contract, filters, api.control, api.reconcile_attempts, records, not_after)
         result = load_partition(lake, contract, day, context.run.run_id, merge)
         if not result.committed:
             problems = "; ".join(Verdict.from_metadata(result.manifest.verdict).problems)
@@ -285,7 +290,7 @@ def _merge_changes(
                 f"raw_{contract.name} {day}: merging {result.manifest.changes_merged} changed record(s) did not "
                 f"reconcile ({problems}); reading the day whole"
             )
-            whole_day = api_read(client, contract, filters, api.control, api.reconcile_attempts)
+            whole_day = api_read(client, contract, filters, api.control, api.reconcile_attempts, not_after=not_after)
             result = load_partition(lake, contract, day, context.run.run_id, whole_day)
         results[day] = result
     return results
@@ -315,7 +320,7 @@ def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
                     timedelta(minutes=shop_api.changes_overlap_minutes),
                     BATCH_ROWS,
                 )
-                merged = _merge_changes(context, client, shop_api, raw_layer, contract, captured)
+                merged = _merge_changes(context, client, shop_api, raw_layer, contract, captured, lake.not_after())
                 for day, result in merged.items():
                     yield dg.AssetMaterialization(
                         raw_asset_key(table),
@@ -325,7 +330,14 @@ def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
                     )
             for day in days:
                 result = load_api_partition(
-                    raw_layer, client, contract, day, context.run.run_id, shop_api.control, shop_api.reconcile_attempts
+                    raw_layer,
+                    client,
+                    contract,
+                    day,
+                    context.run.run_id,
+                    shop_api.control,
+                    shop_api.reconcile_attempts,
+                    lake.not_after(),
                 )
                 manifest = result.manifest
                 context.log.info(
@@ -350,7 +362,13 @@ def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
 
 
 def load_landing_partition(
-    lake: Lake, landing_dir: Path, contract: RawTableContract, day: date, run_id: str, max_file_bytes: int
+    lake: Lake,
+    landing_dir: Path,
+    contract: RawTableContract,
+    day: date,
+    run_id: str,
+    max_file_bytes: int,
+    not_after: datetime | None = None,
 ) -> tuple[PartitionManifest, LandingDay]:
     """Claim the day's landing files, build its partition from them and the day's archived files, archive them.
 
@@ -360,7 +378,9 @@ def load_landing_partition(
 
     def build(files: list[Path]) -> PartitionManifest:
         read = PartitionRead(
-            batches=lambda stats: iter_landing_batches(contract, files, stats, BATCH_ROWS, max_file_bytes), attempts=1
+            batches=lambda stats: iter_landing_batches(contract, files, stats, BATCH_ROWS, max_file_bytes),
+            attempts=1,
+            not_after=not_after,
         )
         result = load_partition(lake, contract, day, run_id, read)
         if not result.committed:
@@ -417,7 +437,13 @@ def build_landing_ingestion_asset(table: str) -> dg.AssetsDefinition:
         for day in days:
             with _step_retry_only_if_it_can_help():
                 manifest, landing_day = load_landing_partition(
-                    raw_layer, landing.path, contract, day, context.run.run_id, landing.max_file_bytes
+                    raw_layer,
+                    landing.path,
+                    contract,
+                    day,
+                    context.run.run_id,
+                    landing.max_file_bytes,
+                    lake.not_after(),
                 )
             for rejection in landing_day.rejections:
                 context.log.warning(

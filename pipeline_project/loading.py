@@ -21,13 +21,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import orjson
 import polars as pl
 
 from pipeline_project import fault_points
-from pipeline_project.contracts import RawTableContract, split_batch
+from pipeline_project.contracts import QUARANTINE_REASON, REJECTED_VALUES, RawTableContract, split_batch
 from pipeline_project.dedupe import ARRIVAL
 from pipeline_project.raw_store import Lake, PartitionManifest, PartitionWriter
 from pipeline_project.reconcile import LANDING_LINES, ControlFigures, Verdict, compare, locate
@@ -49,6 +49,7 @@ class PartitionRead:
     key_listing: Callable[[], ControlFigures] | None = None
     attempts: int = 2
     merge_into_committed: bool = False  # change capture: the committed rows plus these records
+    not_after: datetime | None = None  # records stamped later than this (our clock plus the skew allowed)
 
 
 @dataclass
@@ -102,6 +103,8 @@ def _stage(
         started = time.perf_counter()
         conformed = drift.admit(batch, stats.source)
         valid, quarantined = split_batch(contract, conformed.frame, conformed.type_failures, row_index=ARRIVAL)
+        if read.not_after is not None:
+            valid, quarantined = quarantine_future(contract, valid, quarantined, read.not_after)
         valid, quarantined = (
             frame.with_columns(pl.col(ARRIVAL).cast(pl.Int64) + arrived) for frame in (valid, quarantined)
         )
@@ -144,3 +147,19 @@ def _stage(
     if read.merge_into_committed:
         manifest.changes_merged = stats.fetched_count
     return manifest, verdict
+
+
+def quarantine_future(
+    contract: RawTableContract, valid: pl.DataFrame, quarantined: pl.DataFrame, not_after: datetime
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Move rows stamped later than `not_after` to quarantine (`<column>:in_future`): a clock running ahead, or
+    a bad value, that would otherwise order a bogus version first for ever."""
+    late = [pl.when(pl.col(name) > not_after).then(pl.lit(f"{name}:in_future")) for name in contract.timestamp_columns]
+    reasons = valid.select(pl.concat_str(late, separator="; ", ignore_nulls=True).alias(QUARANTINE_REASON))
+    future = reasons.get_column(QUARANTINE_REASON).str.len_chars().fill_null(0) > 0
+    if not future.any():
+        return valid, quarantined
+    moved = valid.filter(future).with_columns(
+        reasons.filter(future).get_column(QUARANTINE_REASON), pl.lit(None, dtype=pl.String).alias(REJECTED_VALUES)
+    )
+    return valid.filter(~future), pl.concat([quarantined, moved.select(quarantined.columns)])

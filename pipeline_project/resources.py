@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import sys
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
 import duckdb
@@ -21,7 +21,7 @@ from pipeline_project import warehouse
 from pipeline_project.circuit_breaker import CircuitBreaker
 from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
 from pipeline_project.raw_store import Lake
-from pipeline_project.sources import ShopApiClient, source_host
+from pipeline_project.sources import CONTROL_MODES, DIMENSION_MODES, ShopApiClient, source_host
 
 
 class ShopApiResource(dg.ConfigurableResource):
@@ -40,13 +40,15 @@ class ShopApiResource(dg.ConfigurableResource):
     max_attempts: int = 5
     circuit_failure_threshold: int = 5
     circuit_cooldown_seconds: float = 60.0
-    control: Literal["endpoint", "key_listing"] = Field(
+    control: str = Field(
         default="endpoint",
-        description="Where control figures come from: the source's control endpoint, or a keys-only second pass.",
+        description="Where control figures come from: `endpoint` (the source's control endpoint) or `key_listing` "
+        "(a keys-only second pass, for a source without one). SHOP_API_CONTROL.",
     )
-    dimensions: Literal["daily_versions", "current_state"] = Field(
+    dimensions: str = Field(
         default="daily_versions",
-        description="What the source keeps of customers and products: a version per day, or the current state.",
+        description="What the source keeps of customers and products: `daily_versions` (a version per day) or "
+        "`current_state`. SHOP_API_DIMENSIONS.",
     )
     reconcile_attempts: int = Field(
         default=2, ge=1, description="Reads of a partition before a load that does not reconcile is rejected."
@@ -64,6 +66,12 @@ class ShopApiResource(dg.ConfigurableResource):
 
     def client(self) -> ShopApiClient:
         """A client sharing the run's breaker (outside a run, where nothing set one up, a breaker of its own)."""
+        if self.control not in CONTROL_MODES:
+            raise ValueError(f"SHOP_API_CONTROL must be one of {', '.join(CONTROL_MODES)}, got {self.control!r}")
+        if self.dimensions not in DIMENSION_MODES:
+            raise ValueError(
+                f"SHOP_API_DIMENSIONS must be one of {', '.join(DIMENSION_MODES)}, got {self.dimensions!r}"
+            )
         return ShopApiClient(
             self.base_url,
             self.token,
@@ -92,6 +100,15 @@ class LakeResource(dg.ConfigurableResource):
     """The raw layer: Parquet partitions, quarantine and manifests."""
 
     root: str
+    max_clock_skew_minutes: int = Field(
+        default=10,
+        ge=0,
+        description="Records stamped later than now plus this are quarantined (`<column>:in_future`).",
+    )
+
+    def not_after(self) -> datetime:
+        """The latest timestamp a record loaded now may carry."""
+        return datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=self.max_clock_skew_minutes)
 
     def lake(self) -> Lake:
         return Lake(self.root)
