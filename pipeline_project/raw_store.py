@@ -28,6 +28,12 @@ Writing a partition (`PartitionWriter`, used as a context manager):
    b. move the data file, then the quarantine file into place with `os.replace`;
    c. move the pending manifest over the manifest.
 
+Durable against power loss, not only against a killed process: every directory the writer creates is fsynced
+into its parent before anything is put in it (`make_directories`), every file is fsynced before it is renamed,
+and the directory holding the new name is fsynced after each rename (`_fsync_replace`), in the order (a), (b),
+(c). So when the manifest's rename has reached the disk, everything it describes has too.
+`tests/faults/test_durability.py` traces the system calls of a real commit and checks this order.
+
 A writer killed before (a) leaves the previous version untouched, plus temporary files that the next write
 of the partition deletes. A writer killed after (a) leaves a pending manifest that fully describes the new
 version (checksums, and the temporary files are named after its run id): the next reader or writer of the
@@ -159,14 +165,30 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    _fsync(tmp)
-    os.replace(tmp, final)
-    directory = os.open(final.parent, os.O_DIRECTORY)
+def _fsync_directory(path: Path) -> None:
+    directory = os.open(path, os.O_DIRECTORY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _fsync_replace(tmp: Path, final: Path) -> None:
+    """Rename a complete file into place durably: its data first, then the directory entry that names it."""
+    _fsync(tmp)
+    os.replace(tmp, final)
+    _fsync_directory(final.parent)
+
+
+def make_directories(path: Path) -> None:
+    """Create `path` and its missing parents, each made durable in its parent before anything goes into it."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        _fsync_directory(directory.parent)
 
 
 def _staged(final: Path, run_id: str) -> Path:
@@ -291,7 +313,7 @@ class Lake:
     def record_rejected(self, manifest: PartitionManifest) -> None:
         """Keep the ledger entry of a load that did not reconcile (and was not committed) beside the partition."""
         path = self.rejected_path(manifest.table, date.fromisoformat(manifest.partition))
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_directories(path.parent)
         tmp = _staged(path, manifest.run_id)
         tmp.write_text(json.dumps(asdict(manifest), indent=2))
         _fsync_replace(tmp, path)
@@ -376,7 +398,7 @@ class PartitionWriter:
         if self._held is None:
             raise RuntimeError("PartitionWriter writes only inside `with`, which holds the partition's lock")
         if kind not in self._writers:
-            self._tmp[kind].parent.mkdir(parents=True, exist_ok=True)
+            make_directories(self._tmp[kind].parent)
             self._schemas[kind] = self._schema(kind)
             with self._writing(self._tmp[kind]):
                 self._writers[kind] = pq.ParquetWriter(self._tmp[kind], self._schemas[kind], compression="zstd")
@@ -549,7 +571,7 @@ class PartitionWriter:
 
     def _write_pending(self, manifest: PartitionManifest) -> None:
         pending = self.lake.pending_manifest_path(self.contract.name, self.day)
-        pending.parent.mkdir(parents=True, exist_ok=True)
+        make_directories(pending.parent)
         tmp = _staged(self.lake.manifest_path(self.contract.name, self.day), self.run_id)
         try:
             with self._writing(tmp):
