@@ -32,9 +32,10 @@ WARN = "WARN"
 CURRENCY = {"dtype_kwargs": {"precision": 18, "scale": 2}}
 
 
-def _warn(**kwargs) -> dict:
-    """Field options for a column whose value checks only warn (severity lives in the column metadata)."""
-    return {"metadata": {"severity": WARN}, **kwargs}
+def _warn(personal: bool = False, **kwargs) -> dict:
+    """Field options for a column whose value checks only warn (severity lives in the column metadata);
+    `personal` marks a column holding personal data, which samples of failing rows mask."""
+    return {"metadata": {"severity": WARN, "personal": personal}, **kwargs}
 
 
 class Contract(pa.DataFrameModel):
@@ -225,7 +226,7 @@ class DailyRevenueContract(Contract):
 
 class CustomerLifetimeValueContract(Contract):
     customer_id: int = pa.Field(ge=1, unique=True)
-    email: str = pa.Field(nullable=True, **_warn(str_matches=EMAIL_PATTERN))
+    email: str = pa.Field(nullable=True, **_warn(personal=True, str_matches=EMAIL_PATTERN))
     country: str = pa.Field(nullable=True)
     loyalty_tier: str = pa.Field(nullable=True, isin=LOYALTY_TIERS)
     orders_count: int = pa.Field(ge=0)
@@ -264,6 +265,10 @@ class MartContract:
         if check in STRUCTURAL_CHECKS or check.startswith("dtype("):
             return ERROR
         return (schema.columns[column].metadata or {}).get("severity", ERROR)
+
+    def is_personal(self, column: str | None) -> bool:
+        columns = self.model.to_schema().columns
+        return column in columns and bool((columns[column].metadata or {}).get("personal"))
 
 
 STRUCTURAL_CHECKS = frozenset({"not_nullable", "field_uniqueness", "column_in_schema", "column_in_dataframe"})

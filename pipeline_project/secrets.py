@@ -59,3 +59,16 @@ def scrub_library_logs(*logger_names: str) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(existing, ScrubbingFilter) for existing in logger.filters):
             logger.addFilter(ScrubbingFilter())
+
+
+def mask_personal(value: object) -> str:
+    """Personal data (an e-mail address, a name) as it may appear in an alert: its first character and the
+    shape of an e-mail's domain, nothing that identifies the person."""
+    text = str(value)
+    if not text:
+        return text
+    local, at, domain = text.partition("@")
+    masked = f"{local[:1]}***"
+    if at:
+        masked += "@***" + (f".{domain.rsplit('.', 1)[1]}" if "." in domain else "")
+    return masked

@@ -230,3 +230,18 @@ def test_mart_contract_blocks_on_error_rules_and_only_warns_on_warn_rules(pipeli
         for r in check(warehouse=WarehouseResource(path=str(pipeline_runs["state"] / "warehouse.duckdb")))
     }
     assert clean["contract_errors"].passed and clean["contract_warnings"].passed
+
+
+def test_samples_of_failing_rows_mask_personal_data(pipeline_runs, tmp_path):
+    broken = tmp_path / "warehouse.duckdb"
+    shutil.copy(pipeline_runs["state"] / "warehouse.duckdb", broken)
+    with duckdb.connect(str(broken)) as connection:
+        (customer,) = connection.execute("select min(customer_id) from marts.customer_lifetime_value").fetchone()
+        connection.execute(
+            "update marts.customer_lifetime_value set email = 'jane.doe.4711@mail' where customer_id = ?", [customer]
+        )
+    check = build_mart_contract_check(MART_CONTRACTS["customer_lifetime_value"])
+    warnings = {r.check_name: r for r in check(warehouse=WarehouseResource(path=str(broken)))}["contract_warnings"]
+    sample = warnings.metadata["sample"].value
+    assert not warnings.passed and "email:str_matches" in sample
+    assert "jane" not in sample and "4711" not in sample and "| j***@*** |" in sample
