@@ -18,7 +18,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -55,7 +55,7 @@ EVENT_TYPES = {"page_view", "product_view", "add_to_cart", "checkout_started", "
 # deterministic across processes, bad records included.
 DIGEST_SCRIPT = """
 import hashlib
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 
@@ -627,7 +627,7 @@ def test_bad_records_are_served_exactly_as_reported(tmp_path: Path) -> None:
         "products": lambda r: "unit_price_cents" if r["unit_price_cents"] <= 0 else None,
     }
     with (
-        DemoShopServer(world, TOKEN) as server,
+        DemoShopServer(world, TOKEN, faults=SETTLED_FAULTS) as server,
         httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
     ):
         for table, key in API_TABLES.items():
@@ -744,6 +744,22 @@ def test_total_counts_distinct_records_not_resent_copies(world: ShopWorld) -> No
         assert len(sent) - total == Faults(duplicate_rate=0.1).duplicates_in(total)
         source.set_faults(Faults(as_of=iso(SETTLED), duplicate_rate=0.1, total_offset=-3))
         assert walk(client, "orders", {"date": DAY.isoformat()}, limit=300)[1] == len(expected) - 3
+
+
+def test_a_settled_listing_is_the_same_at_any_later_clock_and_a_recent_one_is_not(world: ShopWorld) -> None:
+    params = {"date": DAY.isoformat(), "limit": 10_000}
+    with (
+        DemoShopServer(world, TOKEN, faults=SETTLED_FAULTS) as source,
+        httpx.Client(base_url=source.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
+    ):
+        settled = client.get("/v1/orders", params=params).content
+        source.set_faults(Faults(as_of=iso(SETTLED + timedelta(days=400))))
+        assert client.get("/v1/orders", params=params).content == settled
+        bodies = []
+        for hours in (48, 54):
+            source.set_faults(Faults(as_of=iso(NEXT_DAY_START + timedelta(hours=hours))))
+            bodies.append(client.get("/v1/orders", params=params).content)
+        assert len(set(bodies)) == 2 and settled not in bodies
 
 
 def test_control_figures_equal_a_recomputation_over_the_listing() -> None:
@@ -1092,7 +1108,7 @@ def read_line(process: subprocess.Popen, timeout: float = 30) -> str:
 def test_cli_serve_prints_ready_serves_and_exits_cleanly(tmp_path: Path, stop_signal: signal.Signals) -> None:
     process = start_cli(
         "serve", "--port", "0", "--token", "cli-token", "--scale", "0.05", "--landing-dir", str(tmp_path),
-        "--end-date", DAY.isoformat(), "--days", "2",
+        "--end-date", DAY.isoformat(), "--days", "2", "--dimensions", "current_state",
     )  # fmt: skip
     try:
         line = read_line(process)
@@ -1105,6 +1121,14 @@ def test_cli_serve_prints_ready_serves_and_exits_cleanly(tmp_path: Path, stop_si
             headers={"Authorization": "Bearer cli-token"},
         )
         assert served.json()["total"] == len(ShopWorld(0.05).orders_on(DAY))
+        # Current state, served as of the wall clock: updated_before may be left out.
+        an_hour_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
+        current = httpx.get(
+            f"{url}/v1/customers",
+            params={"updated_since": iso(an_hour_ago)},
+            headers={"Authorization": "Bearer cli-token"},
+        )
+        assert current.status_code == 200 and all(ts(c["updated_at"]) >= an_hour_ago for c in current.json()["data"])
         for day in (DAY - timedelta(days=1), DAY):
             assert len(list((tmp_path / "web_events" / "incoming" / day.isoformat()).glob("events-*.jsonl"))) == 4
         process.send_signal(stop_signal)
