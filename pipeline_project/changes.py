@@ -132,7 +132,7 @@ def read_changes(
     while True:
         end = start + MAX_FEED_WINDOW
         stats = ExtractStats()
-        for batch in client.iter_listing(contract, changes_filter(start, end), stats, batch_rows):
+        for batch in client.iter_listing(contract, changes_filter(start, end), stats, batch_rows, fixed_total=False):
             days = _business_days(batch, contract.business_date_column)
             routed = batch.with_columns(pl.Series("_day", days, dtype=pl.Date))
             for (day,), records in routed.group_by("_day"):

@@ -460,12 +460,19 @@ class ShopApiClient:
         return ControlFigures.of_keys(KEY_LISTING, keys)
 
     def _pages(
-        self, contract: RawTableContract, filters: dict[str, str], stats: ExtractStats, page_size: int
+        self,
+        contract: RawTableContract,
+        filters: dict[str, str],
+        stats: ExtractStats,
+        page_size: int,
+        fixed_total: bool = True,
     ) -> Iterator[dict]:
         """Every page of a listing, following the source's opaque cursor; counts go to `stats`.
 
         Paging is bounded: a cursor that does not advance or comes back (a cycle), or more pages than the
-        listing's `total` needs, fails the partition at once instead of paging until the disk is full."""
+        listing's `total` needs, fails the partition at once instead of paging until the disk is full. A
+        `total` that changes between pages breaks the listing off too, unless the listing may legitimately
+        change while it is read (`fixed_total=False`: a change feed, whose records move on as they change)."""
         path = f"/v1/{contract.name}"
         params = {**filters, "limit": str(page_size)}
         stats.source = f"GET {path}?{urlencode(filters, safe=':')}"
@@ -474,8 +481,8 @@ class ShopApiClient:
             page = self._get(path, params, _listing_page, "a JSON object with data, next_cursor and total")
             stats.pages += 1
             stats.bytes_read += page["_bytes"]
-            if stats.source_reported_count is None:
-                stats.source_reported_count = page["total"]
+            if stats.source_reported_count is None or not fixed_total:
+                stats.source_reported_count = max(stats.source_reported_count or 0, page["total"])
             elif page["total"] != stats.source_reported_count:
                 raise BrokenListing(
                     f"{stats.source}: the listing changed while it was read (page {stats.pages} reports "
@@ -501,7 +508,12 @@ class ShopApiClient:
             params["cursor"] = cursor
 
     def iter_listing(
-        self, contract: RawTableContract, filters: dict[str, str], stats: ExtractStats, batch_rows: int = 50_000
+        self,
+        contract: RawTableContract,
+        filters: dict[str, str],
+        stats: ExtractStats,
+        batch_rows: int = 50_000,
+        fixed_total: bool = True,
     ) -> Iterator[pl.DataFrame]:
         """Yield the listing's records as batches of one schema each, recording counts in `stats`.
 
@@ -510,7 +522,7 @@ class ShopApiClient:
         # Pages become compact polars frames at once; only one page of Python dicts is alive at a time.
         pending: list[pl.DataFrame] = []
         pending_rows = 0
-        pages = self._pages(contract, filters, stats, self.page_size)
+        pages = self._pages(contract, filters, stats, self.page_size, fixed_total)
         while True:
             try:
                 page = next(pages, None)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import email.utils
 import hmac
 import logging
 import re
@@ -837,6 +838,14 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         self.server.track(self.connection, active=False)
         super().finish()
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header: the source's own clock (`Faults.as_of` when set), as a real server's would be,
+        so that a client keeping watermarks in the source's time sees the time the data is served at."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        clock = _clock(self.server.shop.faults).replace(tzinfo=UTC)
+        return email.utils.format_datetime(clock, usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request access log on stderr."""
