@@ -67,6 +67,7 @@ def load_partition(lake: Lake, contract: RawTableContract, day: date, run_id: st
     for attempt in range(1, read.attempts + 1):
         with lake.writer(contract, day, run_id) as writer:
             manifest, verdict = _stage(writer, contract, day, read)
+            manifest.attempts = attempt
             if verdict.agrees:
                 return LoadResult(writer.commit(manifest), committed=True)
             writer.abort()

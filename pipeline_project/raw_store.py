@@ -124,6 +124,7 @@ class PartitionManifest:
     verdict: dict = field(default_factory=dict)  # reconcile.Verdict.to_metadata() of the comparison
     changes_merged: int = 0  # records of change capture merged into the partition (`changes`)
     carried_count: int = 0  # rows of the previous version carried into this one by such a merge
+    attempts: int = 1  # reads of the source this load took (a read that raced a change is read again)
 
     @classmethod
     def from_json(cls, text: str) -> PartitionManifest:
