@@ -17,11 +17,15 @@ import duckdb
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from pipeline_project.contracts import API_TABLES
+from pipeline_project.contracts import API_TABLES, RAW_CONTRACTS
+from pipeline_project.dbt_assets import shop_dbt_assets
 from pipeline_project.definitions import defs
 from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
-from pipeline_project.ingestion import raw_asset_key
+from pipeline_project.ingestion import api_read, ingestion_assets, raw_asset_key
+from pipeline_project.loading import load_partition
 from pipeline_project.raw_store import Lake
+from pipeline_project.resources import ShopApiResource
+from pipeline_project.sources import ShopApiClient, day_filter
 
 from conftest import TOKEN
 
@@ -144,16 +148,27 @@ def test_a_source_that_keeps_only_current_dimensions_loses_no_record_from_stagin
     monkeypatch.setenv("PIPELINE_LAKE_DIR", str(tmp_path / "lake"))
     monkeypatch.setenv("PIPELINE_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
     monkeypatch.setenv("LANDING_DIR", str(tmp_path / "landing"))
-    monkeypatch.setenv("SHOP_API_TOKEN", TOKEN)
-    monkeypatch.setenv("SHOP_API_DIMENSIONS", "current_state")
     dimensions = [raw_asset_key("customers"), raw_asset_key("products")]
     staging = [dg.AssetKey("stg_customers"), dg.AssetKey("stg_products")]
     staged: list[tuple[set[int], set[int]]] = []
     with DemoShopServer(world, token=TOKEN, dimensions="current_state") as server:
-        monkeypatch.setenv("SHOP_API_URL", server.url)
+        # The resources of the code location, with the policy SHOP_API_DIMENSIONS=current_state selects.
+        resources = {
+            **defs.resources,
+            "shop_api": ShopApiResource(base_url=server.url, token=TOKEN, dimensions="current_state"),
+        }
+        assets = [*ingestion_assets, shop_dbt_assets]
         for n in range(6):
-            selection = dimensions + staging if n == 0 else dimensions  # staging views, built once, read raw live
-            run = scheduled_run(instance, server, at_0215(FIRST_DAY + timedelta(days=LOOKBACK + n)), selection)
+            at = at_0215(FIRST_DAY + timedelta(days=LOOKBACK + n))
+            server.set_faults(Faults(as_of=at.isoformat()))
+            window = [(at.date() - timedelta(days=days)).isoformat() for days in (LOOKBACK, 1)]
+            run = dg.materialize(
+                assets,
+                selection=dimensions + staging if n == 0 else dimensions,  # the staging views read raw live
+                instance=instance,
+                resources=resources,
+                tags={ASSET_PARTITION_RANGE_START_TAG: window[0], ASSET_PARTITION_RANGE_END_TAG: window[1]},
+            )
             assert run.success
             staged.append(_staging_keys(tmp_path / "warehouse.duckdb"))
     for before, after in zip(staged, staged[1:], strict=False):
@@ -168,3 +183,32 @@ def _staging_keys(warehouse) -> tuple[set[int], set[int]]:
         customers = {key for (key,) in connection.execute("select customer_id from staging.stg_customers").fetchall()}
         products = {key for (key,) in connection.execute("select product_id from staging.stg_products").fetchall()}
     return customers, products
+
+
+def test_a_current_state_record_updated_while_the_listing_is_read_does_not_fail_the_day(tmp_path):
+    """Customers keep signing up and ordering while a day is read: the first read races them (its control
+    figures before and after differ) and is read again, which then reconciles; the day commits."""
+    world = ShopWorld(scale=0.2)
+    day = FIRST_DAY
+    first, later = at_0215(day + timedelta(days=1)), at_0215(day + timedelta(days=1)) + timedelta(hours=6)
+    contract = RAW_CONTRACTS["customers"]
+    reads = []
+    with DemoShopServer(world, token=TOKEN, dimensions="current_state") as server:
+        server.set_faults(Faults(as_of=first.isoformat()))
+        with ShopApiClient(server.url, TOKEN, page_size=20, dimensions="current_state") as client:
+            read = api_read(client, contract, day_filter("customers", day, "current_state"))
+            listing = read.batches
+
+            def the_clock_moves_during_the_first_read(stats):
+                reads.append(stats)
+                for batch in listing(stats):
+                    if len(reads) == 1:
+                        server.set_faults(Faults(as_of=later.isoformat()))
+                    yield batch
+
+            read.batches = the_clock_moves_during_the_first_read
+            result = load_partition(Lake(tmp_path / "lake"), contract, day, "run-race", read)
+    assert len(reads) == 2 and result.committed and result.manifest.attempts == 2
+    clock = later.replace(tzinfo=None)
+    current = world.current_versions_between("customers", datetime(2026, 3, 1), clock + timedelta(seconds=1), clock)
+    assert result.manifest.accounted["count"] == len(current) > 0
