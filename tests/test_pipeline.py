@@ -105,9 +105,12 @@ def test_every_partition_is_materialized_with_counts(pipeline_runs):
             metadata = by_partition[day.isoformat()]
             expected = world.record_counts(day)[table]
             assert metadata["dagster/row_count"].value == expected
-            assert metadata["source_reported_count"].value == expected
+            assert metadata["fetched_count"].value == expected
+            assert metadata["control_figures"].value["count"] == expected
+            assert metadata["accounted_keys"].value["count"] == expected
+            assert metadata["reconciled"].value and metadata["committed"].value
             assert metadata["quarantined_count"].value == 0
-            assert metadata["duplicates_dropped"].value == 0
+            assert sum(metadata["copies_dropped"].value.values()) == 0
 
 
 def test_marts_equal_the_generators_ground_truth(pipeline_runs):
@@ -184,9 +187,9 @@ def test_bad_records_are_quarantined_with_the_rule_they_broke(state_dir, instanc
         manifest = lake.read_manifest(table, day)
         bad = world.bad_records(table, day)
         assert bad, f"the generator injected no bad {table}"
-        assert manifest.source_reported_count == world.record_counts(day)[table]
+        assert manifest.control["count"] == world.record_counts(day)[table]
         assert manifest.copies == 0
-        assert manifest.source_reported_count == manifest.loaded_count + manifest.quarantined_count
+        assert manifest.control["count"] == manifest.loaded_count + manifest.quarantined_count
         assert manifest.quarantined_count == len(bad)
         key = RAW_CONTRACTS[table].primary_key
         with duckdb.connect() as connection:
