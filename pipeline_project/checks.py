@@ -2,7 +2,8 @@
 
 Per mart, one pass over the table yields two results: `contract_errors` (blocking, ERROR) and
 `contract_warnings` (WARN, never blocks). Metadata carries the rows checked, a `fail/<rule>` count per
-rule (numeric, so Dagster plots it over time) and a small sample of failing rows.
+rule (numeric, so Dagster plots it over time) and a small sample of failing rows, with the values of columns
+the contract marks as personal data masked (the sample travels on into alerts).
 """
 
 import dagster as dg
@@ -11,6 +12,7 @@ import polars as pl
 from pipeline_project.contracts import ERROR, MART_CONTRACTS, MartContract, failure_cases, rule_name
 from pipeline_project.policies import SLA_CATALOGUE
 from pipeline_project.resources import WarehouseResource
+from pipeline_project.secrets import mask_personal
 from pipeline_project.warehouse import mart_table
 
 ERRORS_CHECK = "contract_errors"
@@ -35,8 +37,8 @@ def _sample(contract: MartContract, cases: pl.DataFrame, severity: str) -> str:
         return "no failing rows"
     lines = ["| row | rule | value |", "|---|---|---|"]
     lines += [
-        f"| {'table' if row['index'] is None else row['index']} "
-        f"| {rule_name(row['column'], row['check'])} | {row['failure_case']} |"
+        f"| {'table' if row['index'] is None else row['index']} | {rule_name(row['column'], row['check'])} "
+        f"| {mask_personal(row['failure_case']) if contract.is_personal(row['column']) else row['failure_case']} |"
         for row in rows
     ]
     return "\n".join(lines)

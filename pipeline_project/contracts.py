@@ -8,6 +8,7 @@ never coerce, so type drift is reported instead of being silently cast away.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandera.polars as pa
@@ -31,9 +32,10 @@ WARN = "WARN"
 CURRENCY = {"dtype_kwargs": {"precision": 18, "scale": 2}}
 
 
-def _warn(**kwargs) -> dict:
-    """Field options for a column whose value checks only warn (severity lives in the column metadata)."""
-    return {"metadata": {"severity": WARN}, **kwargs}
+def _warn(personal: bool = False, **kwargs) -> dict:
+    """Field options for a column whose value checks only warn (severity lives in the column metadata);
+    `personal` marks a column holding personal data, which samples of failing rows mask."""
+    return {"metadata": {"severity": WARN, "personal": personal}, **kwargs}
 
 
 class Contract(pa.DataFrameModel):
@@ -124,18 +126,36 @@ class RawWebEvents(RawContract):
     occurred_at: pl.Datetime = pa.Field()
 
 
+# How a day's partition is selected at the source (see `sources.day_filter`).
+BUSINESS_DATE = "business_date"  # records of the day their business date falls on; changes later are captured
+DAILY_VERSIONS = "daily_versions"  # the versions written during the day (a dimension with history)
+LANDING_DAY = "landing_day"  # the files dropped into the day's landing folder
+
+
 @dataclass(frozen=True)
 class RawTableContract:
-    """How one source table is typed on arrival and which model gates it."""
+    """One source table, declared once: its contract, where it comes from, how a day of it is selected, its
+    key and business date, and (for money tables) the amount its control total sums."""
 
     name: str
     model: type[pa.DataFrameModel]
     primary_key: str
     timestamp_columns: tuple[str, ...]
+    day_selection: str
+    business_date_column: str
+    amount: Callable[[], pl.Expr] | None = None
 
     @property
     def columns(self) -> list[str]:
         return list(self.model.to_schema().columns)
+
+    @property
+    def from_landing_files(self) -> bool:
+        return self.day_selection == LANDING_DAY
+
+    @property
+    def amount_expression(self) -> pl.Expr | None:
+        return None if self.amount is None else self.amount()
 
     @property
     def arrival_schema(self) -> dict[str, pl.DataType]:
@@ -149,14 +169,34 @@ class RawTableContract:
 RAW_CONTRACTS: dict[str, RawTableContract] = {
     contract.name: contract
     for contract in [
-        RawTableContract("customers", RawCustomers, "customer_id", ("signup_at", "updated_at")),
-        RawTableContract("products", RawProducts, "product_id", ("updated_at",)),
-        RawTableContract("orders", RawOrders, "order_id", ("ordered_at", "updated_at")),
-        RawTableContract("order_items", RawOrderItems, "order_item_id", ("ordered_at", "updated_at")),
-        RawTableContract("payments", RawPayments, "payment_id", ("paid_at", "updated_at")),
-        RawTableContract("web_events", RawWebEvents, "event_id", ("occurred_at",)),
+        RawTableContract(
+            "customers", RawCustomers, "customer_id", ("signup_at", "updated_at"), DAILY_VERSIONS, "updated_at"
+        ),
+        RawTableContract("products", RawProducts, "product_id", ("updated_at",), DAILY_VERSIONS, "updated_at"),
+        RawTableContract("orders", RawOrders, "order_id", ("ordered_at", "updated_at"), BUSINESS_DATE, "ordered_at"),
+        RawTableContract(
+            "order_items",
+            RawOrderItems,
+            "order_item_id",
+            ("ordered_at", "updated_at"),
+            BUSINESS_DATE,
+            "ordered_at",
+            amount=lambda: pl.col("quantity") * pl.col("unit_price_cents") - pl.col("discount_cents"),
+        ),
+        RawTableContract(
+            "payments",
+            RawPayments,
+            "payment_id",
+            ("paid_at", "updated_at"),
+            BUSINESS_DATE,
+            "paid_at",
+            amount=lambda: pl.col("amount_cents"),
+        ),
+        RawTableContract("web_events", RawWebEvents, "event_id", ("occurred_at",), LANDING_DAY, "occurred_at"),
     ]
 }
+API_TABLES = tuple(name for name, contract in RAW_CONTRACTS.items() if not contract.from_landing_files)
+LANDING_TABLES = tuple(name for name, contract in RAW_CONTRACTS.items() if contract.from_landing_files)
 
 
 # -------------------------------------------------------------------------------------------- marts
@@ -186,7 +226,7 @@ class DailyRevenueContract(Contract):
 
 class CustomerLifetimeValueContract(Contract):
     customer_id: int = pa.Field(ge=1, unique=True)
-    email: str = pa.Field(nullable=True, **_warn(str_matches=EMAIL_PATTERN))
+    email: str = pa.Field(nullable=True, **_warn(personal=True, str_matches=EMAIL_PATTERN))
     country: str = pa.Field(nullable=True)
     loyalty_tier: str = pa.Field(nullable=True, isin=LOYALTY_TIERS)
     orders_count: int = pa.Field(ge=0)
@@ -225,6 +265,10 @@ class MartContract:
         if check in STRUCTURAL_CHECKS or check.startswith("dtype("):
             return ERROR
         return (schema.columns[column].metadata or {}).get("severity", ERROR)
+
+    def is_personal(self, column: str | None) -> bool:
+        columns = self.model.to_schema().columns
+        return column in columns and bool((columns[column].metadata or {}).get("personal"))
 
 
 STRUCTURAL_CHECKS = frozenset({"not_nullable", "field_uniqueness", "column_in_schema", "column_in_dataframe"})
@@ -275,13 +319,17 @@ def failure_cases(model: type[pa.DataFrameModel], frame: pl.DataFrame) -> pl.Dat
 
 
 def split_batch(
-    contract: RawTableContract, batch: pl.DataFrame, type_failures: pl.DataFrame | None = None
+    contract: RawTableContract,
+    batch: pl.DataFrame,
+    type_failures: pl.DataFrame | None = None,
+    row_index: str | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split a typed batch into rows that satisfy the contract and quarantined rows with their reasons.
 
     `type_failures` (index, column, value as JSON text; see `schema_drift.conform`) are values that could not
     be converted and are null in `batch`: their rows are quarantined with the rule `<column>:dtype` (not also
     `not_nullable` for the same column) and the values as sent in `REJECTED_VALUES`.
+    With `row_index`, both frames carry each row's position in `batch` in a column of that name.
     Raises ContractViolation when the batch's shape itself is wrong, because then every row is suspect.
     """
     cases = failure_cases(contract.model, batch)
@@ -293,10 +341,12 @@ def split_batch(
         raise ContractViolation(f"{contract.name}: batch does not match its contract: {'; '.join(problems)}")
     if type_failures is None:
         type_failures = pl.DataFrame(schema={"index": pl.UInt32, "column": pl.String, "value": pl.String})
+    indexed = batch.with_row_index("_row")
     if cases.is_empty() and type_failures.is_empty():
-        return batch, batch.clear().with_columns(
+        nothing = indexed.clear().with_columns(
             pl.lit(None, dtype=pl.String).alias(QUARANTINE_REASON), pl.lit(None, dtype=pl.String).alias(REJECTED_VALUES)
         )
+        return _with_row_index(indexed, row_index), _with_row_index(nothing, row_index)
     rules = cases.select(
         pl.col("index").cast(pl.UInt32),
         pl.coalesce(pl.col("column"), pl.lit("table")).alias("column"),
@@ -316,11 +366,12 @@ def split_batch(
         .agg(pl.concat_str(pl.lit('"'), "column", pl.lit('":'), "value").str.join(",").alias(REJECTED_VALUES))
         .select("index", pl.concat_str(pl.lit("{"), REJECTED_VALUES, pl.lit("}")).alias(REJECTED_VALUES))
     )
-    indexed = batch.with_row_index("_row")
-    valid = indexed.join(reasons, left_on="_row", right_on="index", how="anti").drop("_row")
-    quarantined = (
-        indexed.join(reasons, left_on="_row", right_on="index", how="inner", maintain_order="left")
-        .join(rejected, left_on="_row", right_on="index", how="left", maintain_order="left")
-        .drop("_row")
+    valid = indexed.join(reasons, left_on="_row", right_on="index", how="anti")
+    quarantined = indexed.join(reasons, left_on="_row", right_on="index", how="inner", maintain_order="left").join(
+        rejected, left_on="_row", right_on="index", how="left", maintain_order="left"
     )
-    return valid, quarantined
+    return _with_row_index(valid, row_index), _with_row_index(quarantined, row_index)
+
+
+def _with_row_index(frame: pl.DataFrame, name: str | None) -> pl.DataFrame:
+    return frame.rename({"_row": name}) if name else frame.drop("_row")

@@ -68,6 +68,17 @@ if executor_name not in EXECUTORS:
 landing_cap_configured = bool(os.environ.get("LANDING_MAX_FILE_BYTES"))
 warehouse_wait_configured = bool(os.environ.get("PIPELINE_WAREHOUSE_LOCK_WAIT_SECONDS"))
 
+
+def optional_settings(resource: type[dg.ConfigurableResource], **fields: str) -> dict[str, dg.EnvVar]:
+    """Fields of `resource` taken from the environment variables named, for those that are set and not empty
+    (as whole numbers for integer fields); the others keep the resource's default."""
+    return {
+        field: dg.EnvVar.int(name) if resource.model_fields[field].annotation is int else dg.EnvVar(name)
+        for field, name in fields.items()
+        if os.environ.get(name)
+    }
+
+
 defs = apply_sla_policies(
     dg.Definitions(
         assets=[*ingestion_assets, shop_dbt_assets],
@@ -77,12 +88,19 @@ defs = apply_sla_policies(
         sensors=[landing_file_sensor, *monitoring_sensors],
         executor=EXECUTORS[executor_name],
         resources={
-            "shop_api": ShopApiResource(base_url=dg.EnvVar("SHOP_API_URL"), token=dg.EnvVar("SHOP_API_TOKEN")),
+            "shop_api": ShopApiResource(
+                base_url=dg.EnvVar("SHOP_API_URL"),
+                token=dg.EnvVar("SHOP_API_TOKEN"),
+                **optional_settings(ShopApiResource, control="SHOP_API_CONTROL", dimensions="SHOP_API_DIMENSIONS"),
+            ),
             "landing": LandingResource(
                 directory=dg.EnvVar("LANDING_DIR"),
                 **({"max_file_bytes": dg.EnvVar.int("LANDING_MAX_FILE_BYTES")} if landing_cap_configured else {}),
             ),
-            "lake": LakeResource(root=dg.EnvVar("PIPELINE_LAKE_DIR")),
+            "lake": LakeResource(
+                root=dg.EnvVar("PIPELINE_LAKE_DIR"),
+                **optional_settings(LakeResource, max_clock_skew_minutes="PIPELINE_MAX_CLOCK_SKEW_MINUTES"),
+            ),
             "warehouse": WarehouseResource(
                 path=dg.EnvVar("PIPELINE_WAREHOUSE_PATH"),
                 **(

@@ -1,36 +1,42 @@
 """Ingestion assets: one daily-partitioned asset per source table, from source to the raw layer.
 
 Each partition streams its source in bounded batches, splits every batch by its contract into loaded and
-quarantined rows, and commits both with a manifest (see `raw_store`); a record delivered twice is loaded
-once (see `dedupe`). A range of partitions runs as one step (single-run backfills), so a week's load costs
-one step, not seven. Every asset carries a blocking `source_reconciled` check: a partition whose source
-count is not fully accounted for by loaded plus quarantined rows plus duplicates dropped, or whose files
-no longer match the manifest, stops everything downstream. Every batch is
-first compared with its contract's columns (`schema_drift`): breaking drift fails the step before the
-partition is committed, additive drift loads and fails the non-blocking WARN check `schema_drift`.
+quarantined rows, and is committed only when what it accounts for agrees, key by key, with the source's
+control figures (`loading`, `reconcile`); a record delivered twice is loaded once and the copy classified
+(`dedupe`). A range of partitions runs as one step (single-run backfills), so a week's load costs one step,
+not seven. Tables partitioned by business date also capture changes (`changes`): older partitions whose
+records changed since the last run are rewritten in the same step, and reported as materializations of
+those partitions.
+
+Every asset carries a blocking `source_reconciled` check: a partition whose load did not reconcile (its
+missing and unexpected keys named), or whose committed files no longer match their manifest, stops
+everything downstream. Every batch is first compared with its contract's columns (`schema_drift`): breaking
+drift fails the step before the partition is committed, additive drift loads and fails the non-blocking
+WARN check `schema_drift`.
 """
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from pipeline_project import fault_points
-from pipeline_project.contracts import RAW_CONTRACTS, RawTableContract, split_batch
+from pipeline_project.changes import CapturedChanges, advance_watermark, read_changes
+from pipeline_project.contracts import API_TABLES, BUSINESS_DATE, LANDING_TABLES, RAW_CONTRACTS, RawTableContract
 from pipeline_project.landing import LandingDay, read_rejections
+from pipeline_project.loading import LoadResult, PartitionRead, UnreconciledLoad, load_partition
 from pipeline_project.partitions import daily_partitions
 from pipeline_project.policies import INGESTION_GROUP, SLA_CATALOGUE
 from pipeline_project.raw_store import Lake, PartitionManifest, RawLayerFull
+from pipeline_project.reconcile import Verdict
 from pipeline_project.resources import LakeResource, LandingResource, ShopApiResource
-from pipeline_project.schema_drift import PartitionDriftWatch, SchemaDiff, SchemaDriftError
-from pipeline_project.sources import ExtractStats, SourceError, iter_landing_batches
+from pipeline_project.schema_drift import SchemaDiff, SchemaDriftError
+from pipeline_project.sources import ExtractStats, ShopApiClient, SourceError, day_filter, iter_landing_batches
 
-API_TABLES = ("customers", "products", "orders", "order_items", "payments")
-LANDING_TABLES = ("web_events",)
+__all__ = ["API_TABLES", "LANDING_TABLES"]
+
 RECONCILIATION_CHECK = "source_reconciled"
 SCHEMA_DRIFT_CHECK = "schema_drift"
 LANDING_FILES_CHECK = "landing_files_accepted"
@@ -43,76 +49,122 @@ def raw_asset_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(f"raw_{table}")
 
 
-def load_partition(
+def api_read(
+    client: ShopApiClient,
+    contract: RawTableContract,
+    filters: dict[str, str],
+    control: str = "endpoint",
+    attempts: int = 2,
+    records: Callable[[ExtractStats], Iterator[pl.DataFrame]] | None = None,
+    not_after: datetime | None = None,
+) -> PartitionRead:
+    """How a partition of an API table is read and reconciled: the listing `filters` select (or, for a
+    change-capture merge, the changed `records`), against the control endpoint (`control="endpoint"`) or a
+    keys-only second pass at about half the page size (`control="key_listing"`)."""
+    key_page_size = max(1, client.page_size // 2 + 1)
+    return PartitionRead(
+        batches=records or (lambda stats: client.iter_listing(contract, filters, stats, BATCH_ROWS)),
+        control=(lambda: client.control_figures(contract, filters)) if control == "endpoint" else None,
+        key_listing=lambda: client.listed_keys(contract, filters, key_page_size),
+        attempts=attempts,
+        merge_into_committed=records is not None,
+        not_after=not_after,
+    )
+
+
+def load_api_partition(
     lake: Lake,
+    client: ShopApiClient,
     contract: RawTableContract,
     day: date,
     run_id: str,
-    batches: Callable[[ExtractStats], Iterator[pl.DataFrame]],
-) -> PartitionManifest:
-    """Stream one partition from its source into the raw layer and commit it."""
-    stats = ExtractStats()
-    seconds = {"extract": 0.0, "validate": 0.0}
-    drift = PartitionDriftWatch(contract, day.isoformat())
-    with lake.writer(contract, day, run_id) as writer:
-        stream = batches(stats)
-        while True:
-            started = time.perf_counter()
-            batch = next(stream, None)
-            seconds["extract"] += time.perf_counter() - started
-            if batch is None:
-                break
-            fault_points.reached("after_extract")
-            started = time.perf_counter()
-            conformed = drift.admit(batch, stats.source)
-            valid, quarantined = split_batch(contract, conformed.frame, conformed.type_failures)
-            seconds["validate"] += time.perf_counter() - started
-            writer.append(valid, quarantined)
-            fault_points.reached("mid_write")
-        return writer.commit(
-            stats, {stage: round(value, 4) for stage, value in seconds.items()}, drift.diff.to_metadata()
-        )
+    control: str = "endpoint",
+    attempts: int = 2,
+    not_after: datetime | None = None,
+) -> LoadResult:
+    """Load one day of an API table (`day_filter`), reconciled against the source (`api_read`)."""
+    filters = day_filter(contract.name, day, client.dimensions)
+    read = api_read(client, contract, filters, control, attempts, not_after=not_after)
+    return load_partition(lake, contract, day, run_id, read)
 
 
-def partition_metadata(manifest: PartitionManifest, lake: Lake) -> dict:
-    return {
+def partition_metadata(manifest: PartitionManifest, lake: Lake, committed: bool = True) -> dict:
+    verdict = Verdict.from_metadata(manifest.verdict)
+    metadata = {
         "dagster/row_count": manifest.loaded_count,
+        "committed": committed,
         "quarantined_count": manifest.quarantined_count,
-        "duplicates_dropped": manifest.duplicates_dropped,
+        "copies_dropped": dg.MetadataValue.json(manifest.copies_dropped),
         "source_reported_count": manifest.source_reported_count,
         "fetched_count": manifest.fetched_count,
+        "accounted_keys": dg.MetadataValue.json(manifest.accounted),
+        "control_figures": dg.MetadataValue.json(manifest.control),
+        "reconciled": verdict.agrees,
         "quarantine_reasons": dg.MetadataValue.json(manifest.quarantine_reasons),
         "stage_seconds": dg.MetadataValue.json(manifest.stage_seconds),
-        "data_file": dg.MetadataValue.path(str(lake.root / manifest.data_file)),
-        "data_sha256": manifest.data_sha256,
     }
+    if committed:
+        metadata["data_file"] = dg.MetadataValue.path(str(lake.root / manifest.data_file))
+        metadata["data_sha256"] = manifest.data_sha256
+    else:
+        metadata["not_committed"] = dg.MetadataValue.md(
+            "This load did not reconcile, so the partition keeps its previous version:\n\n"
+            + "\n".join(f"- {problem}" for problem in verdict.problems)
+        )
+    if manifest.changes_merged:
+        metadata["changes_merged"] = manifest.changes_merged
+    return metadata
+
+
+def _partition_problems(lake: Lake, table: str, day: date) -> tuple[list[str], dict | None]:
+    """Why a partition does not reconcile (empty when it does), and the keys its rejected load got wrong."""
+    rejected = lake.read_rejected(table, day)
+    if rejected is not None:
+        verdict = Verdict.from_metadata(rejected.verdict)
+        differing = {
+            "missing_count": verdict.missing_count,
+            "unexpected_count": verdict.unexpected_count,
+            "missing_sample": verdict.missing_sample,
+            "unexpected_sample": verdict.unexpected_sample,
+        }
+        return [f"the load of run {rejected.run_id} was not committed: {'; '.join(verdict.problems)}"], differing
+    manifest, found = lake.read_verified(table, day)
+    if manifest is None:
+        return ["no load of this partition was committed"], None
+    return found, None
 
 
 def reconciliation_result(table: str, lake: Lake, days: list[date]) -> dg.AssetCheckResult:
-    """Re-read each partition's manifest and files from disk and check that nothing went missing."""
+    """Re-read each partition's ledger and files from disk: a load that did not reconcile, a partition never
+    committed, or files that no longer match their manifest fail the check."""
     problems: dict[str, list[str]] = {}
-    totals = {"source_reported": 0, "fetched": 0, "loaded": 0, "quarantined": 0, "duplicates_dropped": 0}
-    for day in days:
-        manifest, found = lake.read_verified(table, day)
-        if manifest is None:
-            problems[day.isoformat()] = ["no manifest was committed"]
-            continue
+    keys: dict[str, dict] = {}
+    totals = {"accounted_keys": 0, "control_keys": 0, "loaded": 0, "quarantined": 0, "copies_dropped": 0}
+    for day in sorted(set(days)):
+        found, differing = _partition_problems(lake, table, day)
         if found:
             problems[day.isoformat()] = found
-        totals["source_reported"] += manifest.source_reported_count or 0
-        totals["fetched"] += manifest.fetched_count
-        totals["loaded"] += manifest.loaded_count
-        totals["quarantined"] += manifest.quarantined_count
-        totals["duplicates_dropped"] += manifest.duplicates_dropped
+        if differing:
+            keys[day.isoformat()] = differing
+        manifest = lake.read_manifest(table, day)
+        if manifest is not None:
+            totals["accounted_keys"] += manifest.accounted.get("count", 0)
+            totals["control_keys"] += manifest.control.get("count", 0)
+            totals["loaded"] += manifest.loaded_count
+            totals["quarantined"] += manifest.quarantined_count
+            totals["copies_dropped"] += manifest.copies
     return dg.AssetCheckResult(
         asset_key=raw_asset_key(table),
         check_name=RECONCILIATION_CHECK,
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={
-            "partitions_checked": len(days),
+            "partitions_checked": len(set(days)),
             "partitions_failing": dg.MetadataValue.json(problems),
-            **{f"{name}_rows": count for name, count in totals.items()},
+            "keys_differing": dg.MetadataValue.json(keys),
+            "missing_keys": sum(entry["missing_count"] or 0 for entry in keys.values()),
+            "unexpected_keys": sum(entry["unexpected_count"] or 0 for entry in keys.values()),
+            **{f"{name}_rows" if name in ("loaded", "quarantined") else name: count for name, count in totals.items()},
         },
         description=None if not problems else f"{len(problems)} partition(s) of raw_{table} do not reconcile",
     )
@@ -154,7 +206,7 @@ def _step_retry_only_if_it_can_help():
         yield
     except SourceError as error:
         raise dg.Failure(description=str(error), allow_retries=error.retryable) from None
-    except RawLayerFull as error:
+    except (RawLayerFull, UnreconciledLoad) as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
     except SchemaDriftError as error:
         raise dg.Failure(
@@ -189,8 +241,9 @@ def _ingestion_asset(table: str, description: str, extra_checks: tuple[dg.AssetC
                 asset=raw_asset_key(table),
                 blocking=True,
                 description=(
-                    "Source count = fetched = loaded + quarantined + duplicates dropped for every partition, "
-                    "files match their manifest."
+                    "Every partition's distinct keys (loaded plus quarantined) agree with the source's control "
+                    "figures (count, key checksum, amount total), every record that arrived is loaded, "
+                    "quarantined or a classified copy, and the files match their manifest."
                 ),
             ),
             dg.AssetCheckSpec(
@@ -207,35 +260,100 @@ def _ingestion_asset(table: str, description: str, extra_checks: tuple[dg.AssetC
     )
 
 
+def _merge_changes(
+    context: dg.AssetExecutionContext,
+    client: ShopApiClient,
+    api: ShopApiResource,
+    lake: Lake,
+    contract: RawTableContract,
+    captured: CapturedChanges,
+    not_after: datetime,
+) -> dict[date, LoadResult]:
+    """Rewrite each older partition that holds a changed record: its rows plus the changes, reconciled like any
+    load; when that does not reconcile, the day is read whole instead."""
+    results = {}
+    for day in sorted(captured.by_day):
+        filters = day_filter(contract.name, day, client.dimensions)
+        changes = captured.by_day[day]
+
+        def records(stats, changes=changes):
+            stats.source = f"changes of {contract.name} since {captured.since:%Y-%m-%dT%H:%M:%SZ}"
+            for frame in changes:
+                stats.fetched_count += frame.height
+                yield frame
+
+        merge = api_read(client, contract, filters, api.control, api.reconcile_attempts, records, not_after)
+        result = load_partition(lake, contract, day, context.run.run_id, merge)
+        if not result.committed:
+            problems = "; ".join(Verdict.from_metadata(result.manifest.verdict).problems)
+            context.log.warning(
+                f"raw_{contract.name} {day}: merging {result.manifest.changes_merged} changed record(s) did not "
+                f"reconcile ({problems}); reading the day whole"
+            )
+            whole_day = api_read(client, contract, filters, api.control, api.reconcile_attempts, not_after=not_after)
+            result = load_partition(lake, contract, day, context.run.run_id, whole_day)
+        results[day] = result
+    return results
+
+
 def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
     contract = RAW_CONTRACTS[table]
+    captures_changes = contract.day_selection == BUSINESS_DATE
 
     @_ingestion_asset(
         table,
-        f"The shop API's `{table}` for one UTC day, contract-checked; failing rows are quarantined.",
+        f"The shop API's `{table}` for one UTC day, contract-checked; failing rows are quarantined."
+        + (" Older days whose records changed since the last run are rewritten too." if captures_changes else ""),
     )
-    def ingest(
-        context: dg.AssetExecutionContext, shop_api: ShopApiResource, lake: LakeResource
-    ) -> dg.MaterializeResult:
+    def ingest(context: dg.AssetExecutionContext, shop_api: ShopApiResource, lake: LakeResource):
         raw_layer = lake.lake()
         days = _partition_days(context)
+        started = datetime.now(UTC).replace(tzinfo=None)
+        merged: dict[date, LoadResult] = {}
         with shop_api.client() as client, _step_retry_only_if_it_can_help():
-            for day in days:
-                manifest = load_partition(
+            if captures_changes:
+                captured = read_changes(
+                    client,
                     raw_layer,
+                    contract,
+                    set(days),
+                    timedelta(minutes=shop_api.changes_overlap_minutes),
+                    BATCH_ROWS,
+                )
+                merged = _merge_changes(context, client, shop_api, raw_layer, contract, captured, lake.not_after())
+                for day, result in merged.items():
+                    yield dg.AssetMaterialization(
+                        raw_asset_key(table),
+                        partition=day.isoformat(),
+                        description=f"rewritten by change capture in run {context.run.run_id}",
+                        metadata=partition_metadata(result.manifest, raw_layer, result.committed),
+                    )
+            for day in days:
+                result = load_api_partition(
+                    raw_layer,
+                    client,
                     contract,
                     day,
                     context.run.run_id,
-                    lambda stats, day=day: client.iter_batches(contract, day, stats, BATCH_ROWS),
+                    shop_api.control,
+                    shop_api.reconcile_attempts,
+                    lake.not_after(),
                 )
+                manifest = result.manifest
                 context.log.info(
-                    f"raw_{table} {day}: {manifest.loaded_count} loaded, {manifest.quarantined_count} quarantined, "
-                    f"{manifest.duplicates_dropped} duplicates dropped of {manifest.source_reported_count} reported"
+                    f"raw_{table} {day}: {'committed' if result.committed else 'NOT committed (did not reconcile)'}: "
+                    f"{manifest.loaded_count} loaded, {manifest.quarantined_count} quarantined, "
+                    f"{manifest.copies} copies dropped; {manifest.accounted.get('count')} keys accounted for, "
+                    f"the source's {manifest.control.get('kind')} reports {manifest.control.get('count')}"
                 )
-                context.add_asset_metadata(partition_metadata(manifest, raw_layer), partition_key=day.isoformat())
-        return dg.MaterializeResult(
+                context.add_asset_metadata(
+                    partition_metadata(manifest, raw_layer, result.committed), partition_key=day.isoformat()
+                )
+            if captures_changes and all(result.committed for result in merged.values()):
+                advance_watermark(raw_layer, table, client.first_source_clock or started, context.run.run_id)
+        yield dg.MaterializeResult(
             check_results=[
-                reconciliation_result(table, raw_layer, days),
+                reconciliation_result(table, raw_layer, [*days, *merged]),
                 schema_drift_result(table, raw_layer, days),
             ]
         )
@@ -244,21 +362,35 @@ def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
 
 
 def load_landing_partition(
-    lake: Lake, landing_dir: Path, contract: RawTableContract, day: date, run_id: str, max_file_bytes: int
+    lake: Lake,
+    landing_dir: Path,
+    contract: RawTableContract,
+    day: date,
+    run_id: str,
+    max_file_bytes: int,
+    not_after: datetime | None = None,
 ) -> tuple[PartitionManifest, LandingDay]:
-    """Claim the day's landing files, build its partition from them and the day's archived files, archive them."""
+    """Claim the day's landing files, build its partition from them and the day's archived files, archive them.
+
+    Every line read is accounted for (loaded, quarantined, or a copy dropped), so a landing load that does not
+    add up is a defect: it raises, nothing is committed and the claimed files wait for the next load."""
     landing_day = LandingDay(landing_dir, contract.name, day, run_id, max_file_bytes)
+
+    def build(files: list[Path]) -> PartitionManifest:
+        read = PartitionRead(
+            batches=lambda stats: iter_landing_batches(contract, files, stats, BATCH_ROWS, max_file_bytes),
+            attempts=1,
+            not_after=not_after,
+        )
+        result = load_partition(lake, contract, day, run_id, read)
+        if not result.committed:
+            problems = Verdict.from_metadata(result.manifest.verdict).problems
+            raise UnreconciledLoad(f"raw_{contract.name} {day}: {'; '.join(problems)}; nothing was committed")
+        return result.manifest
+
     with landing_day.locked():
         landing_day.claim()
-        manifest = landing_day.load(
-            lambda files: load_partition(
-                lake,
-                contract,
-                day,
-                run_id,
-                lambda stats: iter_landing_batches(contract, files, stats, BATCH_ROWS, max_file_bytes),
-            )
-        )
+        manifest = landing_day.load(build)
     return manifest, landing_day
 
 
@@ -305,7 +437,13 @@ def build_landing_ingestion_asset(table: str) -> dg.AssetsDefinition:
         for day in days:
             with _step_retry_only_if_it_can_help():
                 manifest, landing_day = load_landing_partition(
-                    raw_layer, landing.path, contract, day, context.run.run_id, landing.max_file_bytes
+                    raw_layer,
+                    landing.path,
+                    contract,
+                    day,
+                    context.run.run_id,
+                    landing.max_file_bytes,
+                    lake.not_after(),
                 )
             for rejection in landing_day.rejections:
                 context.log.warning(
@@ -313,8 +451,9 @@ def build_landing_ingestion_asset(table: str) -> dg.AssetsDefinition:
                     f"{rejection.detail}"
                 )
             context.log.info(
-                f"raw_{table} {day}: {len(manifest.source_files)} file(s), {manifest.loaded_count} loaded, "
-                f"{manifest.quarantined_count} quarantined, {len(landing_day.rejections)} file(s) rejected"
+                f"raw_{table} {day}: {len(manifest.source_files)} file(s), {manifest.fetched_count} line(s): "
+                f"{manifest.loaded_count} loaded, {manifest.quarantined_count} quarantined, {manifest.copies} copies "
+                f"dropped; {len(landing_day.rejections)} file(s) rejected"
             )
             context.add_asset_metadata(
                 {

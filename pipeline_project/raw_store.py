@@ -5,10 +5,15 @@ Layout under the lake root:
     quarantine/<table>/date=YYYY-MM-DD/data.parquet   rows that failed it, with the rules they broke
     manifests/<table>/date=YYYY-MM-DD.json            counts, checksums and run id of the committed load
     manifests/<table>/date=YYYY-MM-DD.json.pending    only while a commit is in progress (or was interrupted)
+    manifests/<table>/date=YYYY-MM-DD.rejected.json   the last load that did not reconcile (nothing committed)
+    manifests/<table>/watermark.json                  where change capture of the table resumes (`changes`)
     locks/<table>/date=YYYY-MM-DD.lock, .commit.lock  `flock` files, there only while held (see `file_lock`)
 
 A record the source delivered more than once is written once: before the commit, repeated primary keys in
-the temporary files are resolved and counted as `duplicates_dropped` (see `dedupe`).
+the temporary files are resolved and every copy dropped is counted by kind in `copies_dropped` (see
+`dedupe`). A partition is committed only when what it accounts for agrees, key by key, with the source's
+control figures (`reconcile`); a load that does not is staged, compared and thrown away, the previous
+version stays, and `<date>.rejected.json` records what differed until a later load of the partition commits.
 
 Writing a partition (`PartitionWriter`, used as a context manager):
 1. Take the partition's lock (`.lock`, held until the writer closes, released by the kernel if the process
@@ -16,10 +21,18 @@ Writing a partition (`PartitionWriter`, used as a context manager):
    committed. The wait is bounded; the error names the partition and the holder's run id and PID.
 2. Finish a commit that a dead writer left half done (below) and delete the temporary files of dead writers.
 3. Stream the batches to temporary files next to their final place (`.data.parquet.<run id>.tmp`).
-4. Commit: resolve duplicates, fsync and checksum the temporary files, then, holding the `.commit.lock`:
+4. Stage (`stage`): close the temporary files, resolve duplicates, and compute what they account for.
+5. Commit (`commit`), once the caller has compared that with the source: fsync and checksum the temporary
+   files, then, holding the `.commit.lock`:
    a. write the new manifest to `<date>.json.pending` (atomically): from here on the new version is decided;
    b. move the data file, then the quarantine file into place with `os.replace`;
    c. move the pending manifest over the manifest.
+
+Durable against power loss, not only against a killed process: every directory the writer creates is fsynced
+into its parent before anything is put in it (`make_directories`), every file is fsynced before it is renamed,
+and the directory holding the new name is fsynced after each rename (`_fsync_replace`), in the order (a), (b),
+(c). So when the manifest's rename has reached the disk, everything it describes has too.
+`tests/faults/test_durability.py` traces the system calls of a real commit and checks this order.
 
 A writer killed before (a) leaves the previous version untouched, plus temporary files that the next write
 of the partition deletes. A writer killed after (a) leaves a pending manifest that fully describes the new
@@ -54,11 +67,17 @@ import pyarrow.parquet as pq
 
 from pipeline_project import fault_points
 from pipeline_project.contracts import QUARANTINE_REASON, REJECTED_VALUES, RawTableContract
-from pipeline_project.dedupe import drop_duplicates
+from pipeline_project.dedupe import ARRIVAL, drop_duplicates, no_copies
 from pipeline_project.file_lock import exclusive_lock
+from pipeline_project.reconcile import AccountedFigures, Verdict, amount_of, key_checksum, key_texts
 from pipeline_project.sources import ExtractStats
 
-LINEAGE_SCHEMA = {"_partition_date": pl.Date, "_batch_id": pl.String, "_loaded_at": pl.Datetime("us")}
+LINEAGE_SCHEMA = {
+    "_partition_date": pl.Date,
+    "_batch_id": pl.String,
+    "_loaded_at": pl.Datetime("us"),
+    ARRIVAL: pl.Int64,
+}
 # How long a writer waits for another live writer of the same partition (a whole partition load).
 LOCK_WAIT_SECONDS = 300.0
 PENDING_SUFFIX = ".pending"
@@ -99,17 +118,39 @@ class PartitionManifest:
     bytes_read: int = 0
     source_files: list[str] = field(default_factory=list)
     schema_drift: dict = field(default_factory=dict)  # schema_drift.SchemaDiff.to_metadata() of the load
-    duplicates_dropped: int = 0
+    copies_dropped: dict[str, int] = field(default_factory=no_copies)  # dedupe.CopyKind -> rows
+    accounted: dict = field(default_factory=dict)  # reconcile.AccountedFigures.to_metadata()
+    control: dict = field(default_factory=dict)  # reconcile.ControlFigures.to_metadata(), the source's figures
+    verdict: dict = field(default_factory=dict)  # reconcile.Verdict.to_metadata() of the comparison
+    changes_merged: int = 0  # records of change capture merged into the partition (`changes`)
+    carried_count: int = 0  # rows of the previous version carried into this one by such a merge
+    attempts: int = 1  # reads of the source this load took (a read that raced a change is read again)
+
+    @classmethod
+    def from_json(cls, text: str) -> PartitionManifest:
+        """A manifest as written; one from before reconciliation by key has no verdict and does not reconcile."""
+        fields = json.loads(text)
+        fields.pop("duplicates_dropped", None)
+        return cls(**fields)
+
+    @property
+    def copies(self) -> int:
+        return sum(self.copies_dropped.values())
 
     @property
     def reconciled(self) -> bool:
-        """Every record the source reported was fetched, and then loaded, quarantined or dropped as a duplicate."""
-        return (
-            self.source_reported_count is not None
-            and self.source_reported_count
-            == self.fetched_count
-            == self.loaded_count + self.quarantined_count + self.duplicates_dropped
-        )
+        """The source's control figures agreed with what the load accounted for, and every record that
+        arrived was loaded, quarantined or dropped as a classified copy."""
+        return Verdict.from_metadata(self.verdict).agrees and not self.ledger_problems()
+
+    def ledger_problems(self) -> list[str]:
+        arrived = self.loaded_count + self.quarantined_count + self.copies
+        if self.fetched_count + self.carried_count != arrived:
+            return [
+                f"{self.fetched_count + self.carried_count} records arrived but {self.loaded_count} loaded + "
+                f"{self.quarantined_count} quarantined + {self.copies} copies dropped = {arrived}"
+            ]
+        return []
 
 
 def _sha256(path: Path) -> str:
@@ -125,14 +166,30 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    _fsync(tmp)
-    os.replace(tmp, final)
-    directory = os.open(final.parent, os.O_DIRECTORY)
+def _fsync_directory(path: Path) -> None:
+    directory = os.open(path, os.O_DIRECTORY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _fsync_replace(tmp: Path, final: Path) -> None:
+    """Rename a complete file into place durably: its data first, then the directory entry that names it."""
+    _fsync(tmp)
+    os.replace(tmp, final)
+    _fsync_directory(final.parent)
+
+
+def make_directories(path: Path) -> None:
+    """Create `path` and its missing parents, each made durable in its parent before anything goes into it."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        _fsync_directory(directory.parent)
 
 
 def _staged(final: Path, run_id: str) -> Path:
@@ -189,7 +246,7 @@ class Lake:
         path = self.manifest_path(table, day)
         if not path.exists():
             return None
-        return PartitionManifest(**json.loads(path.read_text()))
+        return PartitionManifest.from_json(path.read_text())
 
     def read_verified(self, table: str, day: date) -> tuple[PartitionManifest | None, list[str]]:
         """The committed manifest and the problems of its files, read while no commit can interleave."""
@@ -202,7 +259,7 @@ class Lake:
         """Roll forward the commit whose pending manifest is left (the caller holds the commit lock)."""
         pending = self.pending_manifest_path(table, day)
         if pending.exists():
-            self._move_into_place(PartitionManifest(**json.loads(pending.read_text())), recovering=True)
+            self._move_into_place(PartitionManifest.from_json(pending.read_text()), recovering=True)
 
     def _move_into_place(self, manifest: PartitionManifest, recovering: bool = False) -> None:
         """Steps (b) and (c) of a commit: staged files, then the pending manifest, replace the current ones."""
@@ -227,13 +284,7 @@ class Lake:
 
     def verify(self, manifest: PartitionManifest) -> list[str]:
         """Problems that make a committed partition untrustworthy (empty when it checks out)."""
-        problems = []
-        if not manifest.reconciled:
-            problems.append(
-                f"source reported {manifest.source_reported_count}, fetched {manifest.fetched_count}, "
-                f"loaded {manifest.loaded_count} + quarantined {manifest.quarantined_count} "
-                f"+ duplicates dropped {manifest.duplicates_dropped}"
-            )
+        problems = [*Verdict.from_metadata(manifest.verdict).problems, *manifest.ledger_problems()]
         for label, name, expected_sha, expected_rows in (
             ("data", manifest.data_file, manifest.data_sha256, manifest.loaded_count),
             ("quarantine", manifest.quarantine_file, manifest.quarantine_sha256, manifest.quarantined_count),
@@ -255,6 +306,32 @@ class Lake:
 
     def writer(self, contract: RawTableContract, day: date, run_id: str) -> PartitionWriter:
         return PartitionWriter(self, contract, day, run_id)
+
+    def rejected_path(self, table: str, day: date) -> Path:
+        path = self.manifest_path(table, day)
+        return path.with_name(path.name.replace(".json", ".rejected.json"))
+
+    def record_rejected(self, manifest: PartitionManifest) -> None:
+        """Keep the ledger entry of a load that did not reconcile (and was not committed) beside the partition."""
+        path = self.rejected_path(manifest.table, date.fromisoformat(manifest.partition))
+        make_directories(path.parent)
+        tmp = _staged(path, manifest.run_id)
+        tmp.write_text(json.dumps(asdict(manifest), indent=2))
+        _fsync_replace(tmp, path)
+
+    def read_rejected(self, table: str, day: date) -> PartitionManifest | None:
+        """The last load of the partition that did not reconcile, if no load has committed since."""
+        path = self.rejected_path(table, day)
+        return PartitionManifest.from_json(path.read_text()) if path.exists() else None
+
+    def committed_days(self, table: str) -> set[date]:
+        """The days of `table` that have a committed partition."""
+        folder = self.root / "manifests" / table
+        return {
+            date.fromisoformat(path.name[len("date=") : -len(".json")])
+            for path in folder.glob("date=*.json")
+            if not path.name.endswith(".rejected.json")
+        }
 
 
 class PartitionWriter:
@@ -282,13 +359,18 @@ class PartitionWriter:
         self._schemas: dict[str, pa.Schema] = {}
         self._held: ExitStack | None = None
         self._decided = False  # the pending manifest is written: the temporary files belong to it
+        self.next_arrival = 0  # after the carried rows' arrivals, where a merge's records start
 
-    def _with_lineage(self, frame: pl.DataFrame) -> pl.DataFrame:
+    def _with_lineage(self, frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+        """The frame with this load's lineage, in the file's column order; `_arrival` is the caller's (the
+        row's position in what the source delivered), null where unknown."""
+        if ARRIVAL not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias(ARRIVAL))
         return frame.with_columns(
             pl.lit(self.day, dtype=pl.Date).alias("_partition_date"),
             pl.lit(self.run_id, dtype=pl.String).alias("_batch_id"),
             pl.lit(self.loaded_at, dtype=pl.Datetime("us")).alias("_loaded_at"),
-        )
+        ).select(self._schemas[kind].names)
 
     def _schema(self, kind: str) -> pa.Schema:
         columns = {name: dtype for name, dtype in self.contract.arrival_schema.items()}
@@ -317,7 +399,7 @@ class PartitionWriter:
         if self._held is None:
             raise RuntimeError("PartitionWriter writes only inside `with`, which holds the partition's lock")
         if kind not in self._writers:
-            self._tmp[kind].parent.mkdir(parents=True, exist_ok=True)
+            make_directories(self._tmp[kind].parent)
             self._schemas[kind] = self._schema(kind)
             with self._writing(self._tmp[kind]):
                 self._writers[kind] = pq.ParquetWriter(self._tmp[kind], self._schemas[kind], compression="zstd")
@@ -326,7 +408,7 @@ class PartitionWriter:
     def _write(self, kind: str, frame: pl.DataFrame) -> None:
         writer = self._writer(kind)
         with self._writing(self._tmp[kind]):
-            writer.write_table(self._with_lineage(frame).to_arrow().cast(self._schemas[kind]))
+            writer.write_table(self._with_lineage(frame, kind).to_arrow().cast(self._schemas[kind]))
 
     def __enter__(self) -> PartitionWriter:
         table = self.contract.name
@@ -366,6 +448,22 @@ class PartitionWriter:
                 self.reasons[reason] = self.reasons.get(reason, 0) + count
         self.write_seconds += time.perf_counter() - started
 
+    def quarantine_unreadable(self, reasons_and_values: list[tuple[str, str]]) -> None:
+        """Quarantine things that arrived but are not records (landing lines that are not JSON objects): every
+        contract column null, the reason and what arrived (as JSON) in their own columns."""
+        contract_columns = {name: dtype for name, dtype in self.contract.arrival_schema.items()}
+        for name in self.contract.timestamp_columns:
+            contract_columns[name] = pl.Datetime("us")
+        rows = pl.DataFrame(
+            {
+                **{name: [None] * len(reasons_and_values) for name in contract_columns},
+                QUARANTINE_REASON: [reason for reason, _ in reasons_and_values],
+                REJECTED_VALUES: [values for _, values in reasons_and_values],
+            },
+            schema={**contract_columns, QUARANTINE_REASON: pl.String, REJECTED_VALUES: pl.String},
+        )
+        self.append(rows.clear().drop(QUARANTINE_REASON, REJECTED_VALUES), rows)
+
     def abort(self) -> None:
         for writer in self._writers.values():
             with suppress(OSError):  # a full disk fails the footer too; the file is deleted right after
@@ -375,29 +473,62 @@ class PartitionWriter:
         for tmp in self._tmp.values():
             tmp.unlink(missing_ok=True)
 
-    def _drop_duplicates(self) -> int:
+    def carry_over(self) -> int:
+        """Write the committed version's rows (data and quarantine, lineage as it was) into this version, so
+        that records merged in by change capture replace their older versions and nothing else changes."""
+        carried = 0
+        for kind in ("data", "quarantine"):
+            path = self._final[kind]
+            if not path.exists():
+                continue
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=50_000):
+                frame = pl.from_arrow(batch)
+                writer = self._writer(kind)
+                if ARRIVAL not in frame.columns:  # a version written before arrivals were recorded
+                    frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias(ARRIVAL))
+                self.next_arrival = max(self.next_arrival, (frame.get_column(ARRIVAL).max() or -1) + 1)
+                with self._writing(self._tmp[kind]):
+                    writer.write_table(frame.select(self._schemas[kind].names).to_arrow().cast(self._schemas[kind]))
+                carried += frame.height
+                if kind == "data":
+                    self.loaded_count += frame.height
+                else:
+                    self.quarantined_count += frame.height
+                    for reason, count in frame.group_by(QUARANTINE_REASON).len().iter_rows():
+                        self.reasons[reason] = self.reasons.get(reason, 0) + count
+        return carried
+
+    def _drop_duplicates(self) -> dict[str, int]:
         """Resolve repeated primary keys in the closed temporary files; recount what they hold if any were."""
-        dropped = drop_duplicates(self.contract, self._tmp["data"], self._tmp["quarantine"])
-        if dropped:
+        copies = drop_duplicates(self.contract, self._tmp["data"], self._tmp["quarantine"])
+        if any(copies.values()):
             self.loaded_count = pq.ParquetFile(self._tmp["data"]).metadata.num_rows
             reasons = pl.read_parquet(self._tmp["quarantine"], columns=[QUARANTINE_REASON])
             self.quarantined_count = reasons.height
             self.reasons = dict(reasons.group_by(QUARANTINE_REASON).len().iter_rows())
-        return dropped
+        return copies
 
-    def _write_pending(self, manifest: PartitionManifest) -> None:
-        pending = self.lake.pending_manifest_path(self.contract.name, self.day)
-        pending.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _staged(self.lake.manifest_path(self.contract.name, self.day), self.run_id)
-        try:
-            with self._writing(tmp):
-                tmp.write_text(json.dumps(asdict(manifest), indent=2))
-                _fsync_replace(tmp, pending)
-        finally:
-            tmp.unlink(missing_ok=True)
+    def _accounted(self) -> AccountedFigures:
+        """The distinct keys the staged files account for, with their checksum (not for landing files, whose
+        control figure is the lines read) and amount total."""
+        key = self.contract.primary_key
+        amount = self.contract.amount_expression
+        amount_columns = [] if amount is None else amount.meta.root_names()
+        data = pl.read_parquet(self._tmp["data"], columns=[key, *amount_columns])
+        quarantine = pl.read_parquet(self._tmp["quarantine"], columns=[key, REJECTED_VALUES, *amount_columns])
+        keyless = quarantine.get_column(key).null_count()
+        total = None if amount is None else (amount_of(data, amount) or 0) + (amount_of(quarantine, amount) or 0)
+        if self.contract.from_landing_files:
+            count = pl.concat([data.select(key), quarantine.select(key)]).get_column(key).drop_nulls().n_unique()
+            return AccountedFigures(count, 0, total, frozenset(), keyless)
+        keys = frozenset(key_texts(data, key)) | frozenset(key_texts(quarantine, key, REJECTED_VALUES))
+        return AccountedFigures(len(keys), key_checksum(keys), total, keys, keyless)
 
-    def commit(self, extracted: ExtractStats, stage_seconds: dict[str, float], schema_drift: dict) -> PartitionManifest:
-        """Close the temporary files, drop duplicates, then move data, quarantine and manifest into place."""
+    def stage(
+        self, extracted: ExtractStats, stage_seconds: dict[str, float], schema_drift: dict, carried: int = 0
+    ) -> tuple[PartitionManifest, AccountedFigures]:
+        """Close the temporary files, drop copies and compute what they account for; the manifest returned is
+        not committed (its checksums are filled in by `commit`)."""
         started = time.perf_counter()
         for kind in ("data", "quarantine"):
             writer = self._writer(kind)
@@ -405,12 +536,10 @@ class PartitionWriter:
                 writer.close()
         dedupe_started = time.perf_counter()
         with self._writing(self._tmp["data"].parent):
-            duplicates_dropped = self._drop_duplicates()
+            copies = self._drop_duplicates()
         dedupe_seconds = time.perf_counter() - dedupe_started
-        for tmp in self._tmp.values():
-            with self._writing(tmp):
-                _fsync(tmp)
-        checksums = {kind: _sha256(tmp) for kind, tmp in self._tmp.items()}
+        reconcile_started = time.perf_counter()
+        accounted = self._accounted()
         manifest = PartitionManifest(
             table=self.contract.name,
             partition=self.day.isoformat(),
@@ -421,23 +550,53 @@ class PartitionWriter:
             quarantined_count=self.quarantined_count,
             quarantine_reasons=dict(sorted(self.reasons.items())),
             data_file=str(self._final["data"].relative_to(self.lake.root)),
-            data_sha256=checksums["data"],
+            data_sha256="",
             quarantine_file=str(self._final["quarantine"].relative_to(self.lake.root)),
-            quarantine_sha256=checksums["quarantine"],
-            committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            quarantine_sha256="",
+            committed_at="",
             pages=extracted.pages,
             bytes_read=extracted.bytes_read,
             source_files=extracted.files,
             schema_drift=schema_drift,
-            duplicates_dropped=duplicates_dropped,
+            copies_dropped=copies,
+            accounted=accounted.to_metadata(),
+            carried_count=carried,
             stage_seconds={
                 **stage_seconds,
                 "dedupe": round(dedupe_seconds, 4),
-                "write_raw": round(self.write_seconds + time.perf_counter() - started - dedupe_seconds, 4),
+                "reconcile": round(time.perf_counter() - reconcile_started, 4),
+                "write_raw": round(self.write_seconds + dedupe_started - started, 4),
             },
+        )
+        return manifest, accounted
+
+    def _write_pending(self, manifest: PartitionManifest) -> None:
+        pending = self.lake.pending_manifest_path(self.contract.name, self.day)
+        make_directories(pending.parent)
+        tmp = _staged(self.lake.manifest_path(self.contract.name, self.day), self.run_id)
+        try:
+            with self._writing(tmp):
+                tmp.write_text(json.dumps(asdict(manifest), indent=2))
+                _fsync_replace(tmp, pending)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def commit(self, manifest: PartitionManifest) -> PartitionManifest:
+        """Fsync and checksum the staged files, then move data, quarantine and manifest into place."""
+        started = time.perf_counter()
+        for tmp in self._tmp.values():
+            with self._writing(tmp):
+                _fsync(tmp)
+        checksums = {kind: _sha256(tmp) for kind, tmp in self._tmp.items()}
+        manifest.data_sha256 = checksums["data"]
+        manifest.quarantine_sha256 = checksums["quarantine"]
+        manifest.committed_at = datetime.now(UTC).isoformat(timespec="seconds")
+        manifest.stage_seconds["write_raw"] = round(
+            manifest.stage_seconds["write_raw"] + time.perf_counter() - started, 4
         )
         with self.lake.locked(self.contract.name, self.day, self.holder, ".commit"):
             self._write_pending(manifest)
             self._decided = True
             self.lake._move_into_place(manifest)
+            self.lake.rejected_path(self.contract.name, self.day).unlink(missing_ok=True)
         return manifest

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from pipeline_project import warehouse
 from pipeline_project.circuit_breaker import CircuitBreaker
 from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
 from pipeline_project.raw_store import Lake
-from pipeline_project.sources import ShopApiClient, source_host
+from pipeline_project.sources import CONTROL_MODES, DIMENSION_MODES, ShopApiClient, source_host
 
 
 class ShopApiResource(dg.ConfigurableResource):
@@ -39,6 +40,22 @@ class ShopApiResource(dg.ConfigurableResource):
     max_attempts: int = 5
     circuit_failure_threshold: int = 5
     circuit_cooldown_seconds: float = 60.0
+    control: str = Field(
+        default="endpoint",
+        description="Where control figures come from: `endpoint` (the source's control endpoint) or `key_listing` "
+        "(a keys-only second pass, for a source without one). SHOP_API_CONTROL.",
+    )
+    dimensions: str = Field(
+        default="daily_versions",
+        description="What the source keeps of customers and products: `daily_versions` (a version per day) or "
+        "`current_state`. SHOP_API_DIMENSIONS.",
+    )
+    reconcile_attempts: int = Field(
+        default=2, ge=1, description="Reads of a partition before a load that does not reconcile is rejected."
+    )
+    changes_overlap_minutes: int = Field(
+        default=60, ge=0, description="How far before its watermark change capture reads again."
+    )
     _breaker: CircuitBreaker | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -49,6 +66,12 @@ class ShopApiResource(dg.ConfigurableResource):
 
     def client(self) -> ShopApiClient:
         """A client sharing the run's breaker (outside a run, where nothing set one up, a breaker of its own)."""
+        if self.control not in CONTROL_MODES:
+            raise ValueError(f"SHOP_API_CONTROL must be one of {', '.join(CONTROL_MODES)}, got {self.control!r}")
+        if self.dimensions not in DIMENSION_MODES:
+            raise ValueError(
+                f"SHOP_API_DIMENSIONS must be one of {', '.join(DIMENSION_MODES)}, got {self.dimensions!r}"
+            )
         return ShopApiClient(
             self.base_url,
             self.token,
@@ -56,6 +79,7 @@ class ShopApiResource(dg.ConfigurableResource):
             timeout_seconds=self.timeout_seconds,
             max_attempts=self.max_attempts,
             breaker=self._breaker or self._new_breaker(),
+            dimensions=self.dimensions,
         )
 
 
@@ -76,6 +100,15 @@ class LakeResource(dg.ConfigurableResource):
     """The raw layer: Parquet partitions, quarantine and manifests."""
 
     root: str
+    max_clock_skew_minutes: int = Field(
+        default=10,
+        ge=0,
+        description="Records stamped later than now plus this are quarantined (`<column>:in_future`).",
+    )
+
+    def not_after(self) -> datetime:
+        """The latest timestamp a record loaded now may carry."""
+        return datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=self.max_clock_skew_minutes)
 
     def lake(self) -> Lake:
         return Lake(self.root)

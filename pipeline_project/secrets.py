@@ -7,6 +7,7 @@ logged, stored as metadata or sent in an alert.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
@@ -32,3 +33,42 @@ def redact(text: str) -> str:
     if not secrets:
         return text
     return re.sub("|".join(re.escape(secret) for secret in secrets), REDACTED, text)
+
+
+_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@\s]*@)?(?P<rest>[^\s?#'\"]*)(?:[?#][^\s'\"]*)?")
+
+
+def scrub_urls(text: str) -> str:
+    """`text` with every URL cut down to scheme, host and path: a query string or userinfo can carry a token."""
+    return _URL.sub(lambda match: match["scheme"] + match["rest"], text)
+
+
+class ScrubbingFilter(logging.Filter):
+    """Rewrites a log record's message with URLs scrubbed and secrets redacted (for loggers of libraries that
+    log URLs, such as httpx)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(scrub_urls(record.getMessage()))
+        record.args = None
+        return True
+
+
+def scrub_library_logs(*logger_names: str) -> None:
+    """Install the scrubbing filter on the named loggers (once)."""
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, ScrubbingFilter) for existing in logger.filters):
+            logger.addFilter(ScrubbingFilter())
+
+
+def mask_personal(value: object) -> str:
+    """Personal data (an e-mail address, a name) as it may appear in an alert: its first character and the
+    shape of an e-mail's domain, nothing that identifies the person."""
+    text = str(value)
+    if not text:
+        return text
+    local, at, domain = text.partition("@")
+    masked = f"{local[:1]}***"
+    if at:
+        masked += "@***" + (f".{domain.rsplit('.', 1)[1]}" if "." in domain else "")
+    return masked

@@ -7,6 +7,8 @@ and the referential rules, against recomputations written here from the spec.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import select
 import signal
@@ -16,7 +18,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -24,12 +26,18 @@ import orjson
 import pytest
 
 from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
+from pipeline_project.demo_source.checksum import key_checksum, key_hash, key_text
 from pipeline_project.demo_source.encoding import encode_array, encode_lines
+from pipeline_project.demo_source.server import LATE_ARRIVAL_DELAY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2026, 11, 20)
 DAY_START = datetime(2026, 11, 20)
 NEXT_DAY_START = DAY_START + timedelta(days=1)
+# The shared server's clock: long enough after DAY that every order of DAY has finished its life (30 days
+# at most, plus a day for late arrivals), so what it serves of DAY is the world's final state.
+SETTLED = NEXT_DAY_START + timedelta(days=40)
+SETTLED_FAULTS = Faults(as_of=f"{SETTLED.isoformat()}Z")
 TOKEN = "s3cret-test-token"
 API_TABLES = {
     "customers": "customer_id",
@@ -39,6 +47,7 @@ API_TABLES = {
     "payments": "payment_id",
 }
 ORDER_STATUSES = {"placed", "paid", "shipped", "delivered", "cancelled", "refunded"}
+FINAL_STATUSES = {"placed", "delivered", "cancelled", "refunded"}
 BILLABLE = {"paid", "shipped", "delivered", "refunded"}
 EVENT_TYPES = {"page_view", "product_view", "add_to_cart", "checkout_started", "purchase"}
 
@@ -46,7 +55,7 @@ EVENT_TYPES = {"page_view", "product_view", "add_to_cart", "checkout_started", "
 # deterministic across processes, bad records included.
 DIGEST_SCRIPT = """
 import hashlib
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 
@@ -114,6 +123,15 @@ def fetch_all(client: httpx.Client, table: str, params: dict[str, str], limit: i
             return records
 
 
+def order_id_of(day: date, n: int) -> int:
+    """The id of the n-th (1-based) order of `day`."""
+    return (day - date(2020, 1, 1)).days * 10_000_000 + n
+
+
+def order_day(order_id: int) -> date:
+    return date(2020, 1, 1) + timedelta(days=(order_id - 1) // 10_000_000)
+
+
 def read_landing(paths: list[Path]) -> list[dict]:
     return [orjson.loads(line) for path in paths for line in path.read_bytes().splitlines()]
 
@@ -125,7 +143,7 @@ def world() -> ShopWorld:
 
 @pytest.fixture(scope="module")
 def server(world: ShopWorld) -> Iterator[DemoShopServer]:
-    with DemoShopServer(world, TOKEN) as running:
+    with DemoShopServer(world, TOKEN, faults=SETTLED_FAULTS) as running:
         yield running
 
 
@@ -197,8 +215,8 @@ def test_records_follow_the_id_and_volume_rules(world: ShopWorld) -> None:
     assert [p["product_id"] for p in products] == list(range(1, 501))
     assert {p["updated_at"] for p in products} == {DAY_START + timedelta(minutes=5)}
     assert 49_000 < len(world.web_events_on(DAY)) < 51_000
-    statuses = Counter(o["order_status"] for o in orders)
-    assert 0.35 < statuses["delivered"] / len(orders) < 0.45 and set(statuses) == ORDER_STATUSES
+    statuses = Counter(o["order_status"] for o in orders)  # final: every life has ended
+    assert 0.77 < statuses["delivered"] / len(orders) < 0.83 and set(statuses) == FINAL_STATUSES
     for table, key in (
         ("order_items", "order_item_id"),
         ("payments", "payment_id"),
@@ -227,6 +245,101 @@ def test_attributes_change_now_and_then(world: ShopWorld) -> None:
     repriced = [p for p, q in zip(now, earlier, strict=True) if p["unit_price_cents"] != q["unit_price_cents"]]
     assert 0 < len(repriced) < 500
     assert [(p["sku"], p["category"]) for p in now] == [(p["sku"], p["category"]) for p in earlier]
+
+
+# ---------------------------------------------------------------------------------- life of an order
+
+LIVES = (
+    ["placed"],
+    ["placed", "cancelled"],
+    ["placed", "paid", "shipped", "delivered"],
+    ["placed", "paid", "shipped", "delivered", "refunded"],
+)
+
+
+def test_order_lifecycles_are_ordered_and_bounded(world: ShopWorld) -> None:
+    last_second = NEXT_DAY_START - timedelta(seconds=1)
+    final = world.orders_on(DAY)
+    for order in final:
+        life = world.order_life(order["order_id"])
+        statuses, times = [status for status, _ in life], [at for _, at in life]
+        assert statuses in LIVES and times == sorted(times)
+        assert (times[0], statuses[-1], times[-1]) == (order["ordered_at"], order["order_status"], order["updated_at"])
+        if len(life) > 1:  # paid or failed 5-120 s later, but on the order's day like its payment
+            assert times[1] - times[0] <= timedelta(seconds=120) and times[1] <= last_second
+            assert times[1] - times[0] >= timedelta(seconds=5) or times[1] == last_second
+        if len(life) > 2:
+            assert timedelta(hours=6) <= times[2] - times[1] <= timedelta(days=3)
+            assert timedelta(days=1) <= times[3] - times[2] <= timedelta(days=6)
+        if len(life) > 4:
+            assert times[3] + timedelta(days=1) <= times[4] <= times[0] + timedelta(days=30)
+    assert {o["order_status"] for o in final} == FINAL_STATUSES
+    assert world.order_life(0) == [] and world.order_life(order_id_of(DAY, 2001)) == []
+
+    # As of any instant an order is its latest transition by then; before its ordered_at it does not exist.
+    for as_of in (DAY_START + timedelta(hours=12), NEXT_DAY_START, DAY_START + timedelta(days=4, seconds=7)):
+        expected = {}
+        for order in final:
+            reached = [(status, at) for status, at in world.order_life(order["order_id"]) if at <= as_of]
+            if reached:
+                expected[order["order_id"]] = reached[-1]
+        served = {o["order_id"]: (o["order_status"], o["updated_at"]) for o in world.orders_on(DAY, as_of=as_of)}
+        assert served == expected and len(served) > 0
+
+    # Payments follow the lives: the capture (or failure) on the order's day, a refund on the day it happens.
+    payments = {p["payment_id"]: p for p in world.payments_on(DAY)}
+    refunded = [o for o in final if o["order_status"] == "refunded"]
+    for order in final[:300] + refunded[:10]:
+        life = dict(world.order_life(order["order_id"]))
+        payment = payments.get(order["order_id"] * 10 + 1)
+        if order["order_status"] == "placed":
+            assert payment is None
+            continue
+        assert payment["paid_at"] == payment["updated_at"] == life.get("paid", life.get("cancelled"))
+        assert payment["payment_status"] == ("failed" if order["order_status"] == "cancelled" else "captured")
+        if order["order_status"] == "refunded":
+            refund_day = life["refunded"].date()
+            refund = {p["payment_id"]: p for p in world.payments_on(refund_day)}[order["order_id"] * 10 + 2]
+            assert (refund["payment_status"], refund["paid_at"]) == ("refunded", life["refunded"])
+            assert refund["amount_cents"] == payment["amount_cents"] and refund_day > DAY
+            assert order["order_id"] * 10 + 2 not in payments
+            # A payment exists from its paid_at on and never changes.
+            assert order["order_id"] * 10 + 2 not in {
+                p["payment_id"] for p in world.payments_on(refund_day, as_of=life["refunded"] - timedelta(seconds=1))
+            }
+
+
+def test_status_mix_as_of_the_orders_day_and_finally(world: ShopWorld) -> None:
+    at_day_end = Counter(o["order_status"] for o in world.orders_on(DAY, as_of=NEXT_DAY_START))
+    final = Counter(o["order_status"] for o in world.orders_on(DAY))
+    share = {status: count / 2000 for status, count in final.items()}
+    assert 0.03 < share["placed"] < 0.07 and 0.06 < share["cancelled"] < 0.10
+    assert 0.77 < share["delivered"] < 0.85 and 0.05 < share["refunded"] < 0.09
+    # At the end of its day nothing is delivered or refunded yet; a few early orders have shipped.
+    assert set(at_day_end) == {"placed", "paid", "shipped", "cancelled"}
+    assert at_day_end["placed"] == final["placed"] and at_day_end["cancelled"] == final["cancelled"]
+    assert at_day_end["paid"] / 2000 > 0.75 and 0 < at_day_end["shipped"] / 2000 < 0.1
+
+
+def test_a_days_truth_as_of_its_end_differs_from_its_final_truth_and_then_settles(world: ShopWorld) -> None:
+    final = world.ground_truth(DAY)
+    at_day_end = world.ground_truth(DAY, as_of=NEXT_DAY_START)
+    assert at_day_end != final
+    assert at_day_end["refunded_revenue_cents"] == 0 < final["refunded_revenue_cents"]
+    assert at_day_end["net_revenue_cents"] > final["net_revenue_cents"]
+    for column in ("orders_count", "billable_orders_count", "gross_revenue_cents", "customers_count", "events"):
+        assert at_day_end[column] == final[column], column  # paid orders are billable; refunds come later
+    two_weeks = world.ground_truth(DAY, as_of=NEXT_DAY_START + timedelta(days=14))
+    assert 0 < two_weeks["refunded_revenue_cents"] < final["refunded_revenue_cents"]
+    # 32 days after the day began (refunds come within 30 days of the order) the truth no longer changes.
+    settled = DAY_START + timedelta(days=32)
+    assert world.ground_truth(DAY, as_of=settled) == final
+    assert world.orders_on(DAY, as_of=settled) == world.orders_on(DAY)
+    assert world.record_counts(DAY, as_of=settled) == world.record_counts(DAY)
+    midday = world.ground_truth(DAY, as_of=DAY_START + timedelta(hours=12))
+    assert 0 < midday["orders_count"] < final["orders_count"] and 0 < midday["events"] < final["events"]
+    before_the_day = world.record_counts(DAY, as_of=DAY_START - timedelta(seconds=1))
+    assert before_the_day == dict.fromkeys((*API_TABLES, "web_events"), 0)
 
 
 # ------------------------------------------------------------------------------------------ API
@@ -289,7 +402,7 @@ def test_auth_is_required_and_the_token_never_echoed(server: DemoShopServer) -> 
         assert response.status_code == 401
         assert "error" in response.json()
         assert TOKEN not in response.text
-    assert server.faults == Faults()  # the unauthorised PUT changed nothing
+    assert server.faults == SETTLED_FAULTS  # the unauthorised PUT changed nothing
 
 
 @pytest.mark.parametrize(
@@ -320,6 +433,24 @@ def test_auth_is_required_and_the_token_never_echoed(server: DemoShopServer) -> 
             "updated_before",
         ),
         ("/v1/products", {"date": DAY.isoformat()}, "date"),
+        ("/v1/orders", {"date": DAY.isoformat(), "updated_since": "2026-11-20T00:00:00Z"}, "updated_since"),
+        ("/v1/orders", {"updated_before": "2026-11-20T00:00:00Z"}, "updated_since"),
+        (
+            "/v1/payments",
+            {"updated_since": "2026-11-21T00:00:00Z", "updated_before": "2026-11-20T00:00:00Z"},
+            "updated_before",
+        ),
+        (
+            "/v1/order_items",
+            {"updated_since": "2026-10-01T00:00:00Z", "updated_before": "2026-11-20T00:00:00Z"},
+            "updated_before",
+        ),
+        ("/v1/orders", {"updated_since": "2027-11-20T00:00:00Z"}, "updated_since"),  # after the clock
+        ("/v1/orders", {"updated_since": "2026-10-01T00:00:00Z"}, "updated_since"),  # 31 days before it at most
+        ("/v1/orders", {"date": DAY.isoformat(), "fields": "order_status"}, "fields"),
+        ("/v1/orders/control", {"date": DAY.isoformat(), "limit": "5"}, "limit"),
+        ("/v1/payments/control", {"date": DAY.isoformat(), "fields": "payment_id"}, "fields"),
+        ("/v1/customers/control", {"updated_since": "2026-11-20T00:00:00Z"}, "updated_before"),
     ],
 )
 def test_bad_parameters_get_400_naming_the_parameter(
@@ -335,6 +466,7 @@ def test_cursor_of_another_query_and_unknown_paths_are_rejected(client: httpx.Cl
     reused = client.get("/v1/orders", params={"date": "2026-11-19", "cursor": first["next_cursor"]})
     assert reused.status_code == 400 and "cursor" in reused.json()["error"]
     assert client.get("/v1/refunds", params={"date": DAY.isoformat()}).status_code == 404
+    assert client.get("/v1/orders/controls", params={"date": DAY.isoformat()}).status_code == 404
     assert client.get("/orders").status_code == 404
 
 
@@ -376,7 +508,7 @@ def test_ground_truth_matches_an_independent_recomputation(
     assert counts["orders"] == len(orders) and counts["web_events"] == len(events) and counts["products"] == 500
 
 
-def test_a_day_is_referentially_complete(client: httpx.Client, landed: list[Path]) -> None:
+def test_a_day_is_referentially_complete(world: ShopWorld, client: httpx.Client, landed: list[Path]) -> None:
     customers = {c["customer_id"]: c for c in fetch_all(client, "customers", day_params("customers"))}
     product_ids = {p["product_id"] for p in fetch_all(client, "products", day_params("products"))}
     orders = {o["order_id"]: o for o in fetch_all(client, "orders", {"date": DAY.isoformat()})}
@@ -387,7 +519,7 @@ def test_a_day_is_referentially_complete(client: httpx.Client, landed: list[Path
     for order in orders.values():
         customer = customers[order["customer_id"]]  # every order's customer has a version that day
         assert ts(order["ordered_at"]) >= ts(customer["signup_at"])
-        assert ts(order["ordered_at"]).date() == ts(order["updated_at"]).date() == DAY
+        assert ts(order["ordered_at"]).date() == DAY and ts(order["updated_at"]) >= ts(order["ordered_at"])
         last_activity[customer["customer_id"]] = max(
             last_activity.get(customer["customer_id"], datetime.min), ts(order["ordered_at"])
         )
@@ -413,22 +545,28 @@ def test_a_day_is_referentially_complete(client: httpx.Client, landed: list[Path
         totals[item["order_id"]] += item["quantity"] * item["unit_price_cents"] - item["discount_cents"]
     assert set(totals) == set(orders)  # every order has items
 
-    payments_by_order: dict[int, list[dict]] = defaultdict(list)
+    payments_by_order: dict[int, list[str]] = defaultdict(list)
+    refunds_of_earlier_orders: dict[date, list[dict]] = defaultdict(list)
     for payment in payments:
-        order = orders[payment["order_id"]]
-        assert ts(payment["paid_at"]).date() == DAY and ts(payment["paid_at"]) >= ts(order["ordered_at"])
+        assert ts(payment["paid_at"]).date() == DAY and payment["payment_id"] // 10 == payment["order_id"]
+        order = orders.get(payment["order_id"])
+        if order is None:  # a refund belongs to the day it happens, up to 30 days after its order's day
+            assert payment["payment_status"] == "refunded" and payment["payment_id"] % 10 == 2
+            refunds_of_earlier_orders[order_day(payment["order_id"])].append(payment)
+            continue
+        assert ts(payment["paid_at"]) >= ts(order["ordered_at"])
         assert payment["amount_cents"] == totals[payment["order_id"]]
-        payments_by_order[payment["order_id"]].append(payment)
-    expected_statuses = {
-        "placed": [],
-        "paid": ["captured"],
-        "shipped": ["captured"],
-        "delivered": ["captured"],
-        "cancelled": ["failed"],
-        "refunded": ["captured", "refunded"],
-    }
+        payments_by_order[payment["order_id"]].append(payment["payment_status"])
+    # The day's own refunds come later, on the days they happen.
+    expected_statuses = {"placed": [], "delivered": ["captured"], "cancelled": ["failed"], "refunded": ["captured"]}
     for order_id, order in orders.items():
-        assert [p["payment_status"] for p in payments_by_order[order_id]] == expected_statuses[order["order_status"]]
+        assert payments_by_order[order_id] == expected_statuses[order["order_status"]]
+    assert set(refunds_of_earlier_orders) <= {DAY - timedelta(days=n) for n in range(2, 31)}
+    for day in sorted(refunds_of_earlier_orders)[-3:]:  # the amounts of a few days' refunds
+        order_totals: Counter[int] = Counter()
+        for item in world.order_items_on(day):
+            order_totals[item["order_id"]] += item["quantity"] * item["unit_price_cents"] - item["discount_cents"]
+        assert all(p["amount_cents"] == order_totals[p["order_id"]] > 0 for p in refunds_of_earlier_orders[day])
 
     events = read_landing(landed)
     assert all(ts(e["occurred_at"]).date() == DAY for e in events)  # so every session is on one day
@@ -489,7 +627,7 @@ def test_bad_records_are_served_exactly_as_reported(tmp_path: Path) -> None:
         "products": lambda r: "unit_price_cents" if r["unit_price_cents"] <= 0 else None,
     }
     with (
-        DemoShopServer(world, TOKEN) as server,
+        DemoShopServer(world, TOKEN, faults=SETTLED_FAULTS) as server,
         httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
     ):
         for table, key in API_TABLES.items():
@@ -514,6 +652,382 @@ def test_encoding_survives_strings_that_look_like_object_boundaries() -> None:
     lines = b"".join(encode_lines(records))
     assert [orjson.loads(line) for line in lines.splitlines()] == as_json(records) and lines.endswith(b"\n")
     assert encode_lines([]) == []
+
+
+# ------------------------------------------------------------------------ totals, control figures, keys
+
+
+def iso(moment: datetime) -> str:
+    return f"{moment.isoformat()}Z"
+
+
+def walk(client: httpx.Client, table: str, params: dict[str, str], limit: int = 500) -> tuple[list[dict], int]:
+    """Every record sent for a query, re-sent copies included, and the total (the same on every page)."""
+    records: list[dict] = []
+    totals = set()
+    cursor = None
+    while True:
+        response = client.get(
+            f"/v1/{table}", params={**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        totals |= {body["total"], int(response.headers["X-Total-Count"])}
+        records += body["data"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            (total,) = totals
+            return records, total
+
+
+def md5_key_hash(text: str) -> int:
+    return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big")
+
+
+def recomputed_control(table: str, records: list[dict]) -> dict:
+    """The control figures of served records by DATA_SPEC.md, computed here without the server's code."""
+    key = API_TABLES[table]
+
+    def text(value: object) -> str:
+        if type(value) is int:
+            return str(value)
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+    texts = {text(record[key]) for record in records}
+
+    def amount(record: dict) -> int | None:
+        columns = ("amount_cents",) if table == "payments" else ("quantity", "unit_price_cents", "discount_cents")
+        values = [record[column] for column in columns]
+        if not all(type(value) is int for value in values):
+            return None
+        return values[0] if table == "payments" else values[0] * values[1] - values[2]
+
+    amounts = [amount(record) for record in records] if table in ("payments", "order_items") else None
+    return {
+        "count": len(texts),
+        "key_checksum": str(sum(md5_key_hash(t) for t in texts) % 2**64),
+        "amount_total": None if amounts is None else sum(a for a in amounts if a is not None),
+    }
+
+
+def test_the_checksum_of_known_keys() -> None:
+    # (key, its key_text, the literal hash): the hashes were computed once with hashlib, e.g.
+    # md5(b"1") = c4ca4238a0b92382..., so key_hash(1) = 0xc4ca4238a0b92382 = 14180219187711517570.
+    known = [
+        (1, "1", 14180219187711517570),
+        (25150000001, "25150000001", 5612035127170498301),
+        ("e-20261120-00000001", "e-20261120-00000001", 6615764679063097870),
+        (None, "null", 4009933873399061218),
+        (1.5, "1.5", 6919891270253167948),
+        (True, "true", 12909204420003040873),
+    ]
+    for value, text, expected in known:
+        assert key_text(value) == text and key_hash(value) == md5_key_hash(text) == expected, value
+    assert key_text({"k": [1], "a": None}) == '{"k":[1],"a":null}' and key_text("a b") == "a b"
+    # Distinct keys count once (1 and "1" are the same key text); the sum wraps at 2**64.
+    assert key_checksum([1, 25150000001, None, 1, "1"]) == 5355444114571525473
+    assert 14180219187711517570 + 5612035127170498301 + 4009933873399061218 == 5355444114571525473 + 2**64
+    assert key_checksum([]) == 0
+
+
+def test_total_counts_distinct_records_not_resent_copies(world: ShopWorld) -> None:
+    expected = as_json(world.orders_on(DAY))
+    with (
+        DemoShopServer(world, TOKEN, faults=Faults(as_of=iso(SETTLED), duplicate_rate=0.1)) as source,
+        httpx.Client(base_url=source.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
+    ):
+        sent, total = walk(client, "orders", {"date": DAY.isoformat()}, limit=300)
+        assert total == len(expected) == len({r["order_id"] for r in sent}) < len(sent)
+        assert len(sent) - total == Faults(duplicate_rate=0.1).duplicates_in(total)
+        source.set_faults(Faults(as_of=iso(SETTLED), duplicate_rate=0.1, total_offset=-3))
+        assert walk(client, "orders", {"date": DAY.isoformat()}, limit=300)[1] == len(expected) - 3
+
+
+def test_a_settled_listing_is_the_same_at_any_later_clock_and_a_recent_one_is_not(world: ShopWorld) -> None:
+    params = {"date": DAY.isoformat(), "limit": 10_000}
+    with (
+        DemoShopServer(world, TOKEN, faults=SETTLED_FAULTS) as source,
+        httpx.Client(base_url=source.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
+    ):
+        settled = client.get("/v1/orders", params=params).content
+        source.set_faults(Faults(as_of=iso(SETTLED + timedelta(days=400))))
+        assert client.get("/v1/orders", params=params).content == settled
+        bodies = []
+        for hours in (48, 54):
+            source.set_faults(Faults(as_of=iso(NEXT_DAY_START + timedelta(hours=hours))))
+            bodies.append(client.get("/v1/orders", params=params).content)
+        assert len(set(bodies)) == 2 and settled not in bodies
+
+
+def test_control_figures_equal_a_recomputation_over_the_listing() -> None:
+    small = ShopWorld(0.1)
+    clock = NEXT_DAY_START + timedelta(hours=6, seconds=17)  # lives half over, late orders partly arrived
+    garbage = {
+        "orders": {"order_id": 5, "channel": None},
+        "order_items": {"quantity": True, "order_item_id": None, "unit_price_cents": 1.5},
+        "payments": {"amount_cents": "12", "payment_id": None},
+        "customers": {"email": "\u0007"},
+    }
+    base = {"as_of": iso(clock), "late_arrival_rate": 0.2, "garbage_every": 7, "garbage": garbage}
+    queries = [
+        ("orders", {"date": DAY.isoformat()}),
+        ("order_items", {"date": DAY.isoformat()}),
+        ("payments", {"date": DAY.isoformat()}),
+        ("payments", {"updated_since": iso(DAY_START - timedelta(days=9))}),
+        ("orders", {"updated_since": iso(DAY_START + timedelta(hours=12)), "updated_before": iso(clock)}),
+        ("customers", day_params("customers")),
+        ("products", day_params("products")),
+    ]
+    with (
+        DemoShopServer(small, TOKEN, faults=Faults(**base)) as source,
+        httpx.Client(base_url=source.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
+    ):
+        figures = []
+        for table, params in queries:
+            records, total = walk(client, table, params, limit=97)
+            control = client.get(f"/v1/{table}/control", params=params)
+            assert control.status_code == 200 and control.headers["Content-Type"] == "application/json"
+            expected = {"table": table, **recomputed_control(table, records), "as_of": iso(clock)}
+            assert control.json() == expected, (table, params)
+            assert len(records) == total >= expected["count"] > 0
+            figures.append(control.json())
+        # The garbage key 5 stands for several records, and late orders have not all arrived yet.
+        assert figures[0]["count"] < walk(client, "orders", {"date": DAY.isoformat()})[1] < 200
+        assert figures[1]["amount_total"] > 0 and figures[2]["amount_total"] > 0
+
+        # Re-sent copies and the other listing-shape faults change the listing, never its control figures.
+        source.set_faults(
+            Faults(
+                **base,
+                duplicate_rate=0.1,
+                total_offset=5,
+                omit_next_cursor_after=1,
+                malformed_body="html",
+                schema_drift={"payments": {"drop": ["amount_cents"]}, "orders": {"rename": {"order_id": "id"}}},
+            )
+        )
+        for (table, params), expected in zip(queries, figures, strict=True):
+            assert client.get(f"/v1/{table}/control", params=params).json() == expected
+        # Transport faults apply to control figures as to any /v1 request.
+        params = queries[0][1]
+        source.set_faults(Faults(**base, rate_limit_every=1))
+        assert client.get("/v1/orders/control", params=params).status_code == 429
+        source.set_faults(Faults(**base, outage=True))
+        assert client.get("/v1/orders/control", params=params).status_code == 503
+        source.set_faults(Faults(**base, truncate_every=1))
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.get("/v1/orders/control", params=params)
+
+
+@pytest.mark.parametrize(
+    ("table", "params"),
+    [
+        *((table, day_params(table)) for table in API_TABLES),
+        ("payments", {"updated_since": iso(DAY_START), "updated_before": iso(NEXT_DAY_START + timedelta(days=2))}),
+    ],
+)
+def test_keys_only_pages_are_the_keys_of_the_full_pages(world: ShopWorld, table: str, params: dict[str, str]) -> None:
+    key = API_TABLES[table]
+    other = {"customers": "email", "products": "sku", "orders": "channel"}.get(table, "updated_at")
+    faults = Faults(
+        as_of=iso(SETTLED), duplicate_rate=0.05, garbage_every=9, garbage={table: {key: None, other: "garbage"}}
+    )
+    with (
+        DemoShopServer(world, TOKEN, faults=faults) as source,
+        httpx.Client(base_url=source.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
+    ):
+        cursor: dict[str, str] = {}
+        pages = nulls = 0
+        while True:
+            full = client.get(f"/v1/{table}", params={**params, "limit": 333, **cursor})
+            keys = client.get(f"/v1/{table}", params={**params, "limit": 333, "fields": key, **cursor})
+            assert keys.status_code == full.status_code == 200
+            assert keys.json() == {**full.json(), "data": [{key: record[key]} for record in full.json()["data"]]}
+            assert keys.headers["X-Total-Count"] == full.headers["X-Total-Count"]
+            nulls += sum(record[key] is None for record in keys.json()["data"])  # garbage in the key shows
+            pages += 1
+            if full.json()["next_cursor"] is None:
+                break
+            cursor = {"cursor": full.json()["next_cursor"]}
+        assert pages > 1 and nulls > 0
+        control = client.get(f"/v1/{table}/control", params=params).json()
+        assert control["count"] <= full.json()["total"]
+
+
+# ----------------------------------------------------------------------------------- change feed
+
+
+def spec_listing(world: ShopWorld, faults: Faults, table: str, day: date, clock: datetime) -> list[dict]:
+    """A date listing at `clock` by the spec: a late order (with its items and payments) is served as it
+    stood LATE_ARRIVAL_DELAY earlier, its updated_at that much later."""
+    on = getattr(world, f"{table}_on")
+    on_time = [r for r in on(day, as_of=clock) if not faults.arrives_late(r["order_id"])]
+    late = [
+        r | {"updated_at": r["updated_at"] + LATE_ARRIVAL_DELAY}
+        for r in on(day, as_of=clock - LATE_ARRIVAL_DELAY)
+        if faults.arrives_late(r["order_id"])
+    ]
+    return sorted(on_time + late, key=lambda r: r[API_TABLES[table]])
+
+
+def spec_changes(listings: dict[date, list[dict]], table: str, since: datetime, before: datetime) -> list[dict]:
+    """The change feed by the spec: every date's records (`listings`, each day's spec_listing at the
+    clock) whose updated_at is in [since, before)."""
+    changed = [record for records in listings.values() for record in records if since <= record["updated_at"] < before]
+    return as_json(sorted(changed, key=lambda r: r[API_TABLES[table]]))
+
+
+@pytest.mark.parametrize("late_arrival_rate", [0.0, 0.2], ids=["on-time", "late-arrivals"])
+def test_the_change_feed_returns_exactly_the_records_changed_in_the_window(late_arrival_rate: float) -> None:
+    small = ShopWorld(0.1)
+    clock = DAY_START + timedelta(days=3, hours=7, seconds=13)
+    faults = Faults(as_of=iso(clock), late_arrival_rate=late_arrival_rate)
+    windows = [
+        (DAY_START, NEXT_DAY_START),
+        (DAY_START + timedelta(hours=13, seconds=1), clock),
+        (clock - timedelta(days=8), clock),
+    ]
+    with (
+        DemoShopServer(small, TOKEN, faults=faults) as source,
+        httpx.Client(base_url=source.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
+    ):
+        # Every day whose orders can change inside the windows: 30 days of a life, a day of late arrival.
+        first_day = windows[-1][0].date() - timedelta(days=32)
+        days = [first_day + timedelta(days=n) for n in range((clock.date() - first_day).days + 1)]
+        for table in ("orders", "order_items", "payments"):
+            listings = {day: spec_listing(small, faults, table, day, clock) for day in days}
+            for since, before in windows:
+                params = {"updated_since": iso(since), "updated_before": iso(before)}
+                served = fetch_all(client, table, params, limit=700)
+                assert served == spec_changes(listings, table, since, before), (table, since, before)
+                assert served and all(since <= ts(r["updated_at"]) < before for r in served)
+                if not late_arrival_rate:
+                    assert served == as_json(small.changed_between(table, since, before, as_of=clock))
+            # Without updated_before the window ends at the clock.
+            assert fetch_all(client, table, {"updated_since": iso(windows[1][0])}) == fetch_all(
+                client, table, {"updated_since": iso(windows[1][0]), "updated_before": iso(clock)}
+            )
+        # Orders of many days change inside a day: placed, paid, shipped, delivered, refunded.
+        statuses = {r["order_status"] for r in fetch_all(client, "orders", day_params("customers", DAY))}
+        assert statuses == ORDER_STATUSES
+
+
+def test_a_refund_is_a_change_of_the_day_it_happens(world: ShopWorld, client: httpx.Client) -> None:
+    order = next(o for o in world.orders_on(DAY) if o["order_status"] == "refunded")
+    refunded_at = dict(world.order_life(order["order_id"]))["refunded"]
+    refund_day = refunded_at.date()
+    assert refund_day > DAY
+    refund_id = order["order_id"] * 10 + 2
+    window = day_params("customers", refund_day)  # the refund day's [00:00, 24:00)
+    payments = {p["payment_id"]: p for p in fetch_all(client, "payments", window)}
+    assert ts(payments[refund_id]["paid_at"]) == ts(payments[refund_id]["updated_at"]) == refunded_at
+    orders = {o["order_id"]: o for o in fetch_all(client, "orders", window)}
+    assert orders[order["order_id"]]["order_status"] == "refunded"
+    assert ts(orders[order["order_id"]]["updated_at"]) == refunded_at
+    assert refund_id in {p["payment_id"] for p in fetch_all(client, "payments", {"date": refund_day.isoformat()})}
+    assert refund_id not in {p["payment_id"] for p in fetch_all(client, "payments", {"date": DAY.isoformat()})}
+
+
+def test_change_feed_cursors_stay_bound_to_their_query_and_window() -> None:
+    small = ShopWorld(0.1)
+    clock = DAY_START + timedelta(days=3)
+    since = iso(DAY_START)
+    with (
+        DemoShopServer(small, TOKEN, faults=Faults(as_of=iso(clock))) as source,
+        httpx.Client(base_url=source.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
+    ):
+        first = client.get("/v1/orders", params={"updated_since": since, "limit": 100}).json()
+        cursor = first["next_cursor"]
+        for params in (
+            {"updated_since": iso(DAY_START + timedelta(seconds=1))},
+            {"updated_since": since, "updated_before": iso(clock)},
+            {"date": DAY.isoformat()},
+        ):
+            reused = client.get("/v1/orders", params={**params, "cursor": cursor})
+            assert reused.status_code == 400 and "cursor" in reused.json()["error"]
+        # The window of a listing without updated_before ends at its first page's clock, whatever the
+        # clock says when the later pages are asked for.
+        later = clock + timedelta(hours=6)
+        source.set_faults(Faults(as_of=iso(later)))
+        rest: list[dict] = []
+        while cursor:
+            page = client.get("/v1/orders", params={"updated_since": since, "limit": 100, "cursor": cursor}).json()
+            rest += page["data"]
+            cursor = page["next_cursor"]
+        assert rest and all(ts(r["updated_at"]) < clock for r in rest)
+        last_key = first["data"][-1]["order_id"]
+        expected = small.changed_between("orders", DAY_START, clock, as_of=later)
+        assert rest == as_json([r for r in expected if r["order_id"] > last_key])
+
+
+# ------------------------------------------------------------------------------- current state
+
+
+def test_current_state_lists_each_record_under_its_latest_update_only() -> None:
+    small = ShopWorld(0.1)
+    clock = DAY_START + timedelta(hours=14, seconds=9)
+    days = 4
+    with (
+        DemoShopServer(small, TOKEN, faults=Faults(as_of=iso(clock)), dimensions="current_state") as source,
+        httpx.Client(base_url=source.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as client,
+    ):
+        windows = [(clock - timedelta(days=n + 1), clock - timedelta(days=n)) for n in range(days)]
+        listed: dict[int, dict] = {}
+        for since, before in windows:
+            params = {"updated_since": iso(since), "updated_before": iso(before)}
+            customers = fetch_all(client, "customers", params)
+            assert customers and all(since <= ts(c["updated_at"]) < before for c in customers)
+            assert not set(listed) & {c["customer_id"] for c in customers}  # one window per customer
+            listed |= {c["customer_id"]: c for c in customers}
+            assert customers == as_json(small.current_versions_between("customers", since, before, as_of=clock))
+            control = client.get("/v1/customers/control", params=params).json()
+            assert control == {"table": "customers", **recomputed_control("customers", customers), "as_of": iso(clock)}
+            keys = fetch_all(client, "customers", params | {"fields": "customer_id"})
+            assert keys == [{"customer_id": c["customer_id"]} for c in customers]
+        # updated_before is optional here: the window then ends at the clock.
+        whole = fetch_all(client, "customers", {"updated_since": iso(windows[-1][0])})
+        assert whole == [listed[customer_id] for customer_id in sorted(listed)]
+
+        # Independently: a customer's current version is the one of its latest activity (signup or order)
+        # at or before the clock; no activity of a listed customer falls after its listed updated_at.
+        latest: dict[int, datetime] = {}
+        for n in range(days + 1):
+            day = (clock - timedelta(days=days - n)).date()
+            for order in small.orders_on(day, as_of=clock):
+                latest[order["customer_id"]] = max(latest.get(order["customer_id"], datetime.min), order["ordered_at"])
+            start = datetime(day.year, day.month, day.day)
+            for customer in small.customers_updated_between(start, start + timedelta(days=1)):
+                if start <= customer["signup_at"] <= clock:
+                    latest.setdefault(customer["customer_id"], customer["signup_at"])
+        recent = {cid: at for cid, at in latest.items() if windows[-1][0] <= at < clock}
+        assert {cid: ts(c["updated_at"]) for cid, c in listed.items()} == recent
+        # The version itself is the customer's daily version of that day.
+        for customer in list(listed.values())[::25]:
+            at = ts(customer["updated_at"])
+            start = datetime(at.year, at.month, at.day)
+            (daily,) = [
+                c
+                for c in small.customers_updated_between(start, start + timedelta(days=1))
+                if c["customer_id"] == customer["customer_id"]
+            ]
+            assert as_json([daily])[0] | {"updated_at": customer["updated_at"]} == customer
+
+        # Products: all 500 at the latest nightly sync, and nothing in older windows.
+        synced = DAY_START + timedelta(minutes=5)
+        products = fetch_all(client, "products", {"updated_since": iso(synced), "updated_before": iso(clock)})
+        assert len(products) == 500 and {ts(p["updated_at"]) for p in products} == {synced}
+        assert (
+            fetch_all(
+                client, "products", {"updated_since": iso(synced - timedelta(days=3)), "updated_before": iso(synced)}
+            )
+            == []
+        )
+
+        too_far = client.get("/v1/customers", params={"updated_since": iso(clock - timedelta(days=367))})
+        assert too_far.status_code == 400 and "updated_since" in too_far.json()["error"]
+        assert source.dimensions == "current_state"
+    with pytest.raises(ValueError, match="dimensions"):
+        DemoShopServer(small, TOKEN, dimensions="latest")
 
 
 # ---------------------------------------------------------------------------------------- faults
@@ -591,7 +1105,7 @@ def read_line(process: subprocess.Popen, timeout: float = 30) -> str:
 def test_cli_serve_prints_ready_serves_and_exits_cleanly(tmp_path: Path, stop_signal: signal.Signals) -> None:
     process = start_cli(
         "serve", "--port", "0", "--token", "cli-token", "--scale", "0.05", "--landing-dir", str(tmp_path),
-        "--end-date", DAY.isoformat(), "--days", "2",
+        "--end-date", DAY.isoformat(), "--days", "2", "--dimensions", "current_state",
     )  # fmt: skip
     try:
         line = read_line(process)
@@ -604,6 +1118,14 @@ def test_cli_serve_prints_ready_serves_and_exits_cleanly(tmp_path: Path, stop_si
             headers={"Authorization": "Bearer cli-token"},
         )
         assert served.json()["total"] == len(ShopWorld(0.05).orders_on(DAY))
+        # Current state, served as of the wall clock: updated_before may be left out.
+        an_hour_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
+        current = httpx.get(
+            f"{url}/v1/customers",
+            params={"updated_since": iso(an_hour_ago)},
+            headers={"Authorization": "Bearer cli-token"},
+        )
+        assert current.status_code == 200 and all(ts(c["updated_at"]) >= an_hour_ago for c in current.json()["data"])
         for day in (DAY - timedelta(days=1), DAY):
             assert len(list((tmp_path / "web_events" / "incoming" / day.isoformat()).glob("events-*.jsonl"))) == 4
         process.send_signal(stop_signal)
@@ -643,6 +1165,7 @@ def test_cli_errors_are_one_line_naming_the_setting() -> None:
             (("serve", "--scale", "1000"), "--scale"),
             (("land", "--landing-dir", "/proc/forbidden", "--scale", "0.05", "--days", "1"), "--landing-dir"),
             (("serve", "--end-date", "tomorrow"), "--end-date"),
+            (("serve", "--dimensions", "latest", "--scale", "0.05"), "--dimensions"),
         ]
         for args, setting in cases:
             process = start_cli(*args)

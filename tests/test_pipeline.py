@@ -105,9 +105,12 @@ def test_every_partition_is_materialized_with_counts(pipeline_runs):
             metadata = by_partition[day.isoformat()]
             expected = world.record_counts(day)[table]
             assert metadata["dagster/row_count"].value == expected
-            assert metadata["source_reported_count"].value == expected
+            assert metadata["fetched_count"].value == expected
+            assert metadata["control_figures"].value["count"] == expected
+            assert metadata["accounted_keys"].value["count"] == expected
+            assert metadata["reconciled"].value and metadata["committed"].value
             assert metadata["quarantined_count"].value == 0
-            assert metadata["duplicates_dropped"].value == 0
+            assert sum(metadata["copies_dropped"].value.values()) == 0
 
 
 def test_marts_equal_the_generators_ground_truth(pipeline_runs):
@@ -184,9 +187,9 @@ def test_bad_records_are_quarantined_with_the_rule_they_broke(state_dir, instanc
         manifest = lake.read_manifest(table, day)
         bad = world.bad_records(table, day)
         assert bad, f"the generator injected no bad {table}"
-        assert manifest.source_reported_count == world.record_counts(day)[table]
-        assert manifest.duplicates_dropped == 0
-        assert manifest.source_reported_count == manifest.loaded_count + manifest.quarantined_count
+        assert manifest.control["count"] == world.record_counts(day)[table]
+        assert manifest.copies == 0
+        assert manifest.control["count"] == manifest.loaded_count + manifest.quarantined_count
         assert manifest.quarantined_count == len(bad)
         key = RAW_CONTRACTS[table].primary_key
         with duckdb.connect() as connection:
@@ -230,3 +233,18 @@ def test_mart_contract_blocks_on_error_rules_and_only_warns_on_warn_rules(pipeli
         for r in check(warehouse=WarehouseResource(path=str(pipeline_runs["state"] / "warehouse.duckdb")))
     }
     assert clean["contract_errors"].passed and clean["contract_warnings"].passed
+
+
+def test_samples_of_failing_rows_mask_personal_data(pipeline_runs, tmp_path):
+    broken = tmp_path / "warehouse.duckdb"
+    shutil.copy(pipeline_runs["state"] / "warehouse.duckdb", broken)
+    with duckdb.connect(str(broken)) as connection:
+        (customer,) = connection.execute("select min(customer_id) from marts.customer_lifetime_value").fetchone()
+        connection.execute(
+            "update marts.customer_lifetime_value set email = 'jane.doe.4711@mail' where customer_id = ?", [customer]
+        )
+    check = build_mart_contract_check(MART_CONTRACTS["customer_lifetime_value"])
+    warnings = {r.check_name: r for r in check(warehouse=WarehouseResource(path=str(broken)))}["contract_warnings"]
+    sample = warnings.metadata["sample"].value
+    assert not warnings.passed and "email:str_matches" in sample
+    assert "jane" not in sample and "4711" not in sample and "| j***@*** |" in sample

@@ -4,10 +4,13 @@ This package owns everything on the *source* side of the ingestion boundary, bui
 upstream rather than a fixture:
 
 - `world`: `ShopWorld`, a deterministic generator of the shop's customers, products, orders, order items,
-  payments and web events (any day regenerates identically in any process), with injectable bad records
-  and the ground truth the marts must reproduce (DATA_SPEC.md, next to this file, is the binding definition).
-- `server`: `DemoShopServer`, a paginated, token-protected JSON API over a world, and `Faults`, the knobs
-  that make it fail (500s, 429s, latency, outages).
+  payments and web events (any day regenerates identically in any process, and any record as of any
+  instant: orders live on for up to 30 days after their day), with injectable bad records and the ground
+  truth the marts must reproduce (DATA_SPEC.md, next to this file, is the binding definition).
+- `server`: `DemoShopServer`, a paginated, token-protected JSON API over a world as of its clock (date
+  listings, change feeds, control figures), and `Faults`, the knobs that make it fail (500s, 429s,
+  latency, outages, and the source's clock itself).
+- `checksum`: the key checksum of the control figures, so that any source can compute it.
 - `landing`: `write_landing_files`, which drops each day's web events as JSON-lines files, atomically.
 - `__main__`: `python -m pipeline_project.demo_source serve|land`.
 

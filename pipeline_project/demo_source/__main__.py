@@ -1,7 +1,8 @@
 """Command line of the demo shop source: run the API (`serve`) or only drop web-event files (`land`).
 
     python -m pipeline_project.demo_source serve [--host H] [--port P] [--token T] [--scale S]
-        [--bad-record-rate R] [--landing-dir DIR] [--end-date YYYY-MM-DD] [--days N]
+        [--bad-record-rate R] [--dimensions daily_versions|current_state] [--landing-dir DIR]
+        [--end-date YYYY-MM-DD] [--days N]
     python -m pipeline_project.demo_source land --landing-dir DIR [--end-date] [--days] [--scale]
         [--bad-record-rate R]
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pipeline_project.demo_source.landing import write_landing_files
-from pipeline_project.demo_source.server import DemoShopServer
+from pipeline_project.demo_source.server import DIMENSION_MODES, DemoShopServer
 from pipeline_project.demo_source.world import MAX_SCALE, ShopWorld
 
 PROG = "python -m pipeline_project.demo_source"
@@ -74,6 +75,12 @@ def _build_parser() -> _Parser:
     serve.add_argument("--port", type=_number(int, 0, 65_535), default=8765)
     serve.add_argument("--token", help=f"bearer token (default: $SHOP_API_TOKEN or {DEFAULT_TOKEN!r})")
     serve.add_argument("--landing-dir", type=Path, help="also write web-event files here before serving")
+    serve.add_argument(
+        "--dimensions",
+        choices=DIMENSION_MODES,
+        default=DIMENSION_MODES[0],
+        help="customers and products as daily versions (default) or as their current state only",
+    )
     add_world_options(serve)
 
     land = commands.add_parser("land", help="only write the web-event landing files")
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     token = args.token or os.environ.get("SHOP_API_TOKEN") or DEFAULT_TOKEN
-    server = DemoShopServer(world, token, host=args.host, port=args.port)
+    server = DemoShopServer(world, token, host=args.host, port=args.port, dimensions=args.dimensions)
     try:
         server.start()
     except OSError as exc:

@@ -1,17 +1,24 @@
-"""The demo shop's HTTP API: a real server over a `ShopWorld`, with switchable faults.
+"""The demo shop's HTTP API: a real server over a `ShopWorld`, with its clock and switchable faults.
 
 This module owns the transport of the demo source: routes, bearer-token auth, filters, keyset
-pagination, responses, and the fault knobs (`Faults`) that let tests and demos make the upstream
-misbehave (500s, 429s with Retry-After, latency, a full outage, a changed schema, records re-sent on a
-later page, records that reach the source late, bodies cut short, pages that lose their next link or
-miscount their records, 200s that are not the JSON listing they should be, and garbage values in
-records). It holds no data of its own; every record comes from the world's cached days.
+pagination, responses, control figures, the source's clock, and the fault knobs (`Faults`) that let tests
+and demos make the upstream misbehave (500s, 429s with Retry-After, latency, a full outage, a changed
+schema, records re-sent on a later page, records that reach the source late, bodies cut short, pages
+that lose their next link or miscount their records, 200s that are not the JSON listing they should be,
+and garbage values in records). It holds no data of its own: every listing is the world as of the
+server's clock (`Faults.as_of`, else the wall clock, per request), encoded once and cached.
 
     GET /health                                            200 {"status": "ok"}, no auth
     GET /v1/orders|order_items|payments?date=YYYY-MM-DD    by the date of ordered_at / paid_at
-    GET /v1/customers|products?updated_since=..&updated_before=..   ISO timestamps, [since, before)
-        all /v1 lists: limit (1..10000, default 1000), cursor (opaque, from the previous page)
-        -> {"data": [...], "next_cursor": str | null, "total": N} and header X-Total-Count: N
+    GET /v1/orders|order_items|payments?updated_since=..[&updated_before=..]   the change feed:
+        records whose updated_at is in [since, before), any date (before: default the clock, <= 31 days)
+    GET /v1/customers|products?updated_since=..&updated_before=..   ISO timestamps, [since, before);
+        with dimensions="current_state" the latest versions only, updated_before optional
+        all /v1 lists: limit (1..10000, default 1000), cursor (opaque, from the previous page),
+        fields=<primary key> (keys-only records)
+        -> {"data": [...], "next_cursor": str | null, "total": N} and header X-Total-Count: N (distinct keys)
+    GET /v1/<table>/control?<the listing's filters>        the listing's control figures:
+        {"table", "count", "key_checksum" (decimal string, see checksum.py), "amount_total", "as_of"}
     GET /admin/faults, PUT /admin/faults                   read / replace the Faults (JSON)
 
 Everything but /health needs `Authorization: Bearer <token>`.
@@ -22,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import email.utils
 import hmac
 import logging
 import re
@@ -32,8 +40,9 @@ import time
 import zlib
 from bisect import bisect_right
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, fields
-from datetime import date, datetime, timedelta
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,26 +50,33 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from pipeline_project.demo_source.checksum import MODULUS, key_text, text_hash
 from pipeline_project.demo_source.encoding import JSON_OPTIONS, encode_array
 from pipeline_project.demo_source.world import (
     DAILY_TABLES,
+    LATE_ARRIVAL_DELAY,
     PRIMARY_KEYS,
     VERSIONED_TABLES,
     ShopWorld,
+    settles_at,
     to_naive_utc,
 )
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LATE_ARRIVAL_DELAY", "BadRequest", "DemoShopServer", "Faults"]
+
 API_TABLES = (*VERSIONED_TABLES, *DAILY_TABLES)
+DIMENSION_MODES = ("daily_versions", "current_state")
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
-# A versioned query reads one generated day per calendar day it spans; a cap keeps one request from
-# generating years of data. Ingestion asks for one day at a time.
+# An update window reads the orders of every day that can change inside it (a month before it for
+# orders and payments) or one day of versions per day it spans; the caps bound what one request costs.
 MAX_UPDATED_RANGE = timedelta(days=31)
+MAX_CURRENT_STATE_REACH = timedelta(days=366)
+# The columns a money table's amount is computed from (control figures' amount_total).
+MONEY_COLUMNS = {"payments": ("amount_cents",), "order_items": ("quantity", "unit_price_cents", "discount_cents")}
 MAX_BODY_BYTES = 64 * 1024
-# How long after its business day a late order (with its items and payments) reaches the source.
-LATE_ARRIVAL_DELAY = timedelta(days=1)
 _DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 SCHEMA_DRIFT_CHANGES = ("drop", "retype", "rename", "add")
 RETYPES = {"string": str, "float": float}
@@ -81,13 +97,15 @@ class Faults:
         (a renamed column keeps its place; added columns come last, with the given value in every record).
     duplicate_rate: every round(1 / duplicate_rate)-th record of a listing is sent twice: again at the start
         of the next page (a cursor that overlaps at page boundaries), or right after its own page's records
-        when that is the last page. `total` counts the copies: the records the source says it sends.
+        when that is the last page. `total` does not count the copies: it is the distinct records the
+        listing holds, and so are the control figures.
     duplicate_skew_seconds: the copies' updated_at is this much later (a newer version: the record changed
         between pages) or, if negative, earlier (a stale replica's older version); 0 = identical copies.
-    late_arrival_rate: about this share of orders, with their items and payments, reach the source a day
-        after their business day (LATE_ARRIVAL_DELAY): their updated_at is that late, their date is not.
-    as_of: the source's clock (ISO 8601): records whose updated_at is after it have not arrived yet and are
-        not served (None = everything has arrived).
+    late_arrival_rate: about this share of orders, with their items and payments, reach the source
+        LATE_ARRIVAL_DELAY (a day) after they happen: at clock T the source holds such an order as it stood
+        at T minus the delay, and every updated_at is that much later; ordered_at and paid_at are not.
+    as_of: the source's clock (ISO 8601): the world is served as it stands at this instant, records that
+        have not happened (or arrived) by then are not served (None = the wall clock, read per request).
     truncate_every: every Nth request's listing is cut short on the wire: the headers promise the whole
         body (Content-Length), half of it is sent and the connection is closed (0 = never).
     omit_next_cursor_after: the Nth page of a listing (1-based, pages of the requested limit) and every
@@ -165,7 +183,7 @@ class Faults:
         return bool(every) and (position + 1) % every == 0
 
     def duplicates_in(self, record_count: int) -> int:
-        """How many copies a listing of `record_count` records carries on top of them."""
+        """How many copies a listing of `record_count` records carries on top of them (not in its total)."""
         every = self._duplicate_every()
         return record_count // every if every else 0
 
@@ -266,24 +284,52 @@ class BadRequest(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class _Listing:
-    """All records matching one query, encoded once (see encoding.encode_array) with their keys ascending.
+    """All records matching one query at one clock, encoded once (see encoding.encode_array), keys ascending.
 
     Records i..j-1 with their separating commas are array[starts[i] : starts[j] - 1], so any page is one
-    slice of the array, whatever the limit.
+    slice of the array, whatever the limit. `amounts` holds each record's money amount (money tables
+    only); `controls` caches the control figures per garbage setting, computed on first request.
     """
 
     keys: list[int]
     array: bytes
     starts: list[int]
+    amounts: list[int | None] | None
+    controls: dict[bytes, tuple[int, int, int | None]] = field(default_factory=dict)
+
+    def record(self, position: int) -> bytes:
+        return self.array[self.starts[position] : self.starts[position + 1] - 1]
 
 
 @dataclass(frozen=True, slots=True)
 class _Query:
+    """What one listing holds: a table and its filters, resolved (the clock fills in a missing updated_before)."""
+
     table: str
-    filter_text: str  # canonical form of the filter; also binds cursors to their query
+    filter_text: str  # canonical form of the filters as given; binds cursors to their query
     day: date | None = None
     since: datetime | None = None
     before: datetime | None = None
+    before_pinned: bool = False  # updated_before not given: the first page's clock, carried in cursors
+    current_state: bool = False
+
+    def settles_at(self, late_arrivals: bool) -> datetime | None:
+        """From when on the listing is the same whatever the clock (None: never, for current state)."""
+        if self.current_state:
+            return None
+        if self.day is not None:
+            end = datetime(self.day.year, self.day.month, self.day.day) + timedelta(days=1)
+            return settles_at(self.table, end, late_arrivals)
+        assert self.before is not None
+        return settles_at(self.table, self.before, late_arrivals)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    query: _Query
+    limit: int
+    after: int | None  # the last key of the previous page
+    keys_only: bool
 
 
 class DemoShopServer:
@@ -291,6 +337,8 @@ class DemoShopServer:
 
     Use as a context manager or call start() / stop(). `url` is valid once started; `request_count` is
     the number of /v1 requests received (whatever their outcome), which tests use to see retries.
+    `dimensions` is how customers and products are served: "daily_versions" (each day's partition of
+    versions) or "current_state" (only the latest version of each, as of the clock).
     """
 
     def __init__(
@@ -300,12 +348,16 @@ class DemoShopServer:
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Faults | None = None,
+        dimensions: str = "daily_versions",
     ) -> None:
         if not token:
             raise ValueError("token must be a non-empty string")
+        if dimensions not in DIMENSION_MODES:
+            raise ValueError(f"dimensions must be one of {', '.join(DIMENSION_MODES)}, got {dimensions!r}")
         self.world = world
         self.host = host
         self.port = port
+        self.dimensions = dimensions
         self._expected_auth = f"Bearer {token}".encode()
         self._faults = faults or Faults()
         self._lock = threading.Lock()
@@ -385,7 +437,7 @@ class DemoShopServer:
             {"WWW-Authenticate": 'Bearer realm="demo-shop"'},
         )
 
-    def _handle_v1(self, handler: _Handler, table: str, query_string: str) -> None:
+    def _handle_v1(self, handler: _Handler, resource: str, query_string: str) -> None:
         with self._lock:
             self._request_count += 1
             self._requests_since_faults += 1
@@ -399,8 +451,9 @@ class DemoShopServer:
         if not self._authorized(handler):
             self._unauthorized(handler)
             return
-        if table not in API_TABLES:
-            handler.send_json(HTTPStatus.NOT_FOUND, {"error": f"unknown resource /v1/{table}"})
+        table, _, endpoint = resource.partition("/")
+        if table not in API_TABLES or endpoint not in ("", "control"):
+            handler.send_json(HTTPStatus.NOT_FOUND, {"error": f"unknown resource /v1/{resource}"})
             return
         if faults.rate_limit_every and sequence % faults.rate_limit_every == 0:
             retry_after = f"{faults.retry_after_seconds:g}"
@@ -413,36 +466,31 @@ class DemoShopServer:
         if faults.error_rate and sequence % max(1, round(1 / faults.error_rate)) == 0:
             handler.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (simulated)"})
             return
+        clock = _clock(faults)
         try:
-            query, limit, after = _parse_query(table, query_string)
+            request = _parse_request(table, query_string, endpoint == "control", clock, self.dimensions)
         except BadRequest as exc:
             handler.send_json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
             return
-        listing = self._listing(query, faults)
-        count = len(listing.keys)
-        start = 0 if after is None else bisect_right(listing.keys, after)
-        end = min(start + limit, count)
-        next_cursor = _encode_cursor(query, listing.keys[end - 1]) if end < count else None
-        records = listing.array[listing.starts[start] : listing.starts[end] - 1] if end > start else b""
-        if records and faults.garbage_every and table in faults.garbage:
-            records = _garbage_records(records, table, range(start, end), faults)
-        if faults.duplicate_rate:
-            # Copies of the previous page's chosen records lead this page; the last page repeats its own.
-            resent_before = _copies(listing, faults, range(max(0, start - limit), start))
-            resent_after = _copies(listing, faults, range(start, end)) if end == count else []
-            records = b",".join(part for part in (*resent_before, records, *resent_after) if part)
-        if records and table in faults.schema_drift:
-            records = _drift_records(records, faults.schema_drift[table])
-        total = str(count + faults.duplicates_in(count) + faults.total_offset)
-        page_number = start // limit + 1
-        link = (
-            b""
-            if faults.omit_next_cursor_after and page_number >= faults.omit_next_cursor_after
-            else b',"next_cursor":' + orjson.dumps(next_cursor)
-        )
-        body = b"".join((b'{"data":[', records, b"]", link, b',"total":', total.encode(), b"}"))
+        listing = self._listing(request.query, faults, clock)
+        truncated = bool(faults.truncate_every) and sequence % faults.truncate_every == 0
+        if endpoint == "control":
+            count, checksum, amount_total = _control_figures(listing, table, faults)
+            body = orjson.dumps(
+                {
+                    "table": table,
+                    "count": count,
+                    "key_checksum": str(checksum),
+                    "amount_total": amount_total,
+                    "as_of": clock,
+                },
+                option=JSON_OPTIONS,
+            )
+            (handler.send_truncated_body if truncated else handler.send_body)(HTTPStatus.OK, body)
+            return
+        body, total = _page(listing, request, faults)
         headers = {"X-Total-Count": total}
-        if faults.truncate_every and sequence % faults.truncate_every == 0:
+        if truncated:
             handler.send_truncated_body(HTTPStatus.OK, body, headers)
         elif faults.malformed_body:
             _send_malformed(handler, faults.malformed_body, body, headers)
@@ -462,26 +510,121 @@ class DemoShopServer:
             self.set_faults(faults)
         handler.send_json(HTTPStatus.OK, self.faults.to_dict())
 
-    def _listing(self, query: _Query, faults: Faults) -> _Listing:
-        # Serialising under the lock means concurrent first requests for a day wait for one build
+    def _listing(self, query: _Query, faults: Faults, clock: datetime) -> _Listing:
+        table = query.table
+        late = faults.arrives_late if faults.late_arrival_rate and table in DAILY_TABLES else None
+        settled = query.settles_at(late_arrivals=late is not None)
+        # A settled listing is the same at any later clock, so it is cached once; a recent one per second.
+        lateness = faults.late_arrival_rate if late else 0.0
+        cache_key = (query, lateness, None if settled and clock >= settled else clock)
+        # Serialising under the lock means concurrent first requests for a listing wait for one build
         # instead of all doing it.
-        cache_key = (query, faults.late_arrival_rate, faults.as_of)
         with self._listings_lock:
             listing = self._listings.get(cache_key)
             if listing is not None:
                 self._listings.move_to_end(cache_key)
                 return listing
+            world = self.world
             if query.day is not None:
-                records = self.world._rows(query.table, query.day)
+                records = world._partition(table, query.day, clock, late)
+            elif table in DAILY_TABLES:
+                records = world._changes(table, query.since, query.before, clock, late)
+            elif query.current_state:
+                records = world._current_versions(table, query.since, query.before, clock)
             else:
-                records = self.world._versions_between(query.table, query.since, query.before)
-            records = _arrived(query.table, records, faults)
-            key = PRIMARY_KEYS[query.table]
-            listing = _Listing([record[key] for record in records], *encode_array(records))
+                records = world._versions_between(table, query.since, query.before, clock)
+            key = PRIMARY_KEYS[table]
+            amounts = [_amount(table, record) for record in records] if table in MONEY_COLUMNS else None
+            listing = _Listing([record[key] for record in records], *encode_array(records), amounts)
             self._listings[cache_key] = listing
             if len(self._listings) > 16:
                 self._listings.popitem(last=False)
             return listing
+
+
+def _clock(faults: Faults) -> datetime:
+    """The instant the source serves its world as of: Faults.as_of, else the wall clock; whole seconds."""
+    clock = faults.as_of_time() or datetime.now(UTC).replace(tzinfo=None)
+    return clock.replace(microsecond=0)
+
+
+def _amount(table: str, record: dict[str, Any]) -> int | None:
+    """A money record's amount in cents, or None unless every column it is computed from is an integer."""
+    values = [record.get(column) for column in MONEY_COLUMNS[table]]
+    if not all(type(value) is int for value in values):  # bool is not an amount
+        return None
+    if table == "payments":
+        return values[0]
+    quantity, unit_price, discount = values
+    return quantity * unit_price - discount
+
+
+def _control_figures(listing: _Listing, table: str, faults: Faults) -> tuple[int, int, int | None]:
+    """(count, key_checksum, amount_total) of the records a listing holds, its garbage values applied."""
+    garbage = faults.garbage.get(table) if faults.garbage_every else None
+    cache_key = orjson.dumps([faults.garbage_every, garbage], option=orjson.OPT_SORT_KEYS) if garbage else b""
+    figures = listing.controls.get(cache_key)
+    if figures is None:
+        key = PRIMARY_KEYS[table]
+        values: list[Any] = list(listing.keys)
+        amounts = None if listing.amounts is None else list(listing.amounts)
+        if garbage:
+            for position in range(faults.garbage_every - 1, len(values), faults.garbage_every):
+                column = faults.garbage_at(table, position)
+                if column == key:
+                    values[position] = garbage[column]
+                if amounts is not None and column in MONEY_COLUMNS[table]:
+                    record = orjson.loads(listing.record(position))
+                    record[column] = garbage[column]
+                    amounts[position] = _amount(table, record)
+        texts = {key_text(value) for value in values}
+        amount_total = None if amounts is None else sum(amount for amount in amounts if amount is not None)
+        figures = (len(texts), sum(text_hash(text) for text in texts) % MODULUS, amount_total)
+        listing.controls[cache_key] = figures
+    return figures
+
+
+def _page(listing: _Listing, request: _Request, faults: Faults) -> tuple[bytes, str]:
+    """(the body of the requested page of a listing with every listing fault applied, its total)."""
+    query, limit = request.query, request.limit
+    count = len(listing.keys)
+    start = 0 if request.after is None else bisect_right(listing.keys, request.after)
+    end = min(start + limit, count)
+    next_cursor = _encode_cursor(query, listing.keys[end - 1]) if end < count else None
+    table = query.table
+    if request.keys_only:
+        records = _keys_records(listing, table, range(start, end), faults)
+    else:
+        records = listing.array[listing.starts[start] : listing.starts[end] - 1] if end > start else b""
+        if records and faults.garbage_every and table in faults.garbage:
+            records = _garbage_records(records, table, range(start, end), faults)
+    if faults.duplicate_rate:
+        # Copies of the previous page's chosen records lead this page; the last page repeats its own.
+        copy = partial(_copy, listing, table, faults, request.keys_only)
+        resent_before = [copy(p) for p in range(max(0, start - limit), start) if faults.is_duplicated(p)]
+        resent_after = [copy(p) for p in range(start, end) if faults.is_duplicated(p)] if end == count else []
+        records = b",".join(part for part in (*resent_before, records, *resent_after) if part)
+    if records and table in faults.schema_drift:
+        records = _drift_records(records, faults.schema_drift[table])
+    page_number = start // limit + 1
+    link = (
+        b""
+        if faults.omit_next_cursor_after and page_number >= faults.omit_next_cursor_after
+        else b',"next_cursor":' + orjson.dumps(next_cursor)
+    )
+    total = str(count + faults.total_offset)
+    return b"".join((b'{"data":[', records, b"]", link, b',"total":', total.encode(), b"}")), total
+
+
+def _keys_records(listing: _Listing, table: str, positions: range, faults: Faults) -> bytes:
+    """The records at `positions` carrying only their primary key (garbage in the key column applied)."""
+    key = PRIMARY_KEYS[table]
+    records = [{key: listing.keys[position]} for position in positions]
+    if faults.garbage_every and key in faults.garbage.get(table, ()):
+        for record, position in zip(records, positions, strict=True):
+            if faults.garbage_at(table, position) == key:
+                record[key] = faults.garbage[table][key]
+    return orjson.dumps(records)[1:-1]
 
 
 def _send_malformed(handler: _Handler, kind: str, listing: bytes, headers: dict[str, str]) -> None:
@@ -497,53 +640,39 @@ def _send_malformed(handler: _Handler, kind: str, listing: bytes, headers: dict[
         handler.send_body(HTTPStatus.OK, listing[: len(listing) // 2], headers)
 
 
-def _arrived(table: str, records: list[dict[str, Any]], faults: Faults) -> list[dict[str, Any]]:
-    """The records the source holds at `faults.as_of`, late arrivals stamped with their arrival time."""
-    if faults.late_arrival_rate and table in DAILY_TABLES:
-        records = [
-            {**record, "updated_at": record["updated_at"] + LATE_ARRIVAL_DELAY}
-            if faults.arrives_late(record["order_id"])
-            else record
-            for record in records
-        ]
-    as_of = faults.as_of_time()
-    if as_of is not None:
-        records = [record for record in records if record["updated_at"] <= as_of]
-    return records
+def _copy(listing: _Listing, table: str, faults: Faults, keys_only: bool, position: int) -> bytes:
+    """The re-sent copy of the record at `position`, its updated_at skewed if asked."""
+    if keys_only:
+        return orjson.dumps({PRIMARY_KEYS[table]: listing.keys[position]})
+    encoded = listing.record(position)
+    if faults.duplicate_skew_seconds:
+        record = orjson.loads(encoded)
+        updated_at = datetime.fromisoformat(record["updated_at"])
+        record["updated_at"] = to_naive_utc(updated_at) + timedelta(seconds=faults.duplicate_skew_seconds)
+        encoded = orjson.dumps(record, option=JSON_OPTIONS)
+    return encoded
 
 
-def _copies(listing: _Listing, faults: Faults, positions: range) -> list[bytes]:
-    """The re-sent copies of the chosen records among `positions`, their updated_at skewed if asked."""
-    copies = []
-    for position in positions:
-        if not faults.is_duplicated(position):
-            continue
-        encoded = listing.array[listing.starts[position] : listing.starts[position + 1] - 1]
-        if faults.duplicate_skew_seconds:
-            record = orjson.loads(encoded)
-            updated_at = datetime.fromisoformat(record["updated_at"])
-            record["updated_at"] = to_naive_utc(updated_at) + timedelta(seconds=faults.duplicate_skew_seconds)
-            encoded = orjson.dumps(record, option=JSON_OPTIONS)
-        copies.append(encoded)
-    return copies
-
-
-def _parse_query(table: str, query_string: str) -> tuple[_Query, int, int | None]:
-    """(query, limit, last key of the previous page) from a /v1 query string, or BadRequest."""
+def _parse_request(table: str, query_string: str, control: bool, clock: datetime, dimensions: str) -> _Request:
+    """The request a /v1 query string makes of `table` (or of its control figures) at `clock`, or BadRequest."""
     params: dict[str, str] = {}
     for name, value in parse_qsl(query_string, keep_blank_values=True):
         if name in params:
             raise BadRequest(f"parameter {name} given more than once")
         params[name] = value
-    filters = ("date",) if table in DAILY_TABLES else ("updated_since", "updated_before")
+    filters = (
+        ("date", "updated_since", "updated_before") if table in DAILY_TABLES else ("updated_since", "updated_before")
+    )
+    allowed = filters if control else (*filters, "limit", "cursor", "fields")
+    path = f"/v1/{table}/control" if control else f"/v1/{table}"
     for name in params:
-        if name not in (*filters, "limit", "cursor"):
-            raise BadRequest(f"unknown parameter {name} for /v1/{table}; allowed: {', '.join(filters)}, limit, cursor")
-    for name in filters:
-        if name not in params:
-            raise BadRequest(f"missing required parameter {name}")
+        if name not in allowed:
+            raise BadRequest(f"unknown parameter {name} for {path}; allowed: {', '.join(allowed)}")
 
-    if table in DAILY_TABLES:
+    current_state = table in VERSIONED_TABLES and dimensions == "current_state"
+    if "date" in params:
+        if "updated_since" in params or "updated_before" in params:
+            raise BadRequest("give either date or updated_since (with updated_before), not both")
         value = params["date"]
         try:
             if not _DATE_PATTERN.fullmatch(value):
@@ -553,19 +682,69 @@ def _parse_query(table: str, query_string: str) -> tuple[_Query, int, int | None
             raise BadRequest(f"date must be a date as YYYY-MM-DD, got {value[:40]!r}") from None
         query = _Query(table, f"date={day.isoformat()}", day=day)
     else:
+        if "updated_since" not in params:
+            alternative = "date (or updated_since for the change feed)" if table in DAILY_TABLES else "updated_since"
+            raise BadRequest(f"missing required parameter {alternative}")
         since = _parse_timestamp("updated_since", params["updated_since"])
-        before = _parse_timestamp("updated_before", params["updated_before"])
-        if before <= since:
-            raise BadRequest("updated_before must be later than updated_since")
-        if before - since > MAX_UPDATED_RANGE:
-            raise BadRequest(f"updated_before must be at most {MAX_UPDATED_RANGE.days} days after updated_since")
-        query = _Query(table, f"{since.isoformat()}/{before.isoformat()}", since=since, before=before)
+        filter_text = f"updated_since={since.isoformat()}"
+        if "updated_before" in params:
+            before = _parse_timestamp("updated_before", params["updated_before"])
+            filter_text += f"&updated_before={before.isoformat()}"
+        elif table in VERSIONED_TABLES and not current_state:
+            raise BadRequest("missing required parameter updated_before")
+        else:
+            before = clock
+        query = _Query(
+            table,
+            filter_text,
+            since=since,
+            before=before,
+            before_pinned="updated_before" not in params,
+            current_state=current_state,
+        )
+    after = None
+    if "cursor" in params:
+        query, after = _decode_cursor(query, params["cursor"])
+    if query.since is not None:
+        _check_window(query, clock)
 
+    keys_only = "fields" in params
+    if keys_only and params["fields"] != PRIMARY_KEYS[table]:
+        raise BadRequest(
+            f"fields must be {PRIMARY_KEYS[table]} (the primary key: the only field list supported), "
+            f"got {params['fields'][:40]!r}"
+        )
     raw_limit = params.get("limit", str(DEFAULT_LIMIT))
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw_limit[:40]!r}")
-    after = _decode_cursor(query, params["cursor"]) if "cursor" in params else None
-    return query, int(raw_limit), after
+    return _Request(query, int(raw_limit), after, keys_only)
+
+
+def _check_window(query: _Query, clock: datetime) -> None:
+    since, before = query.since, query.before
+    assert since is not None and before is not None
+    if before <= since:
+        if query.before_pinned:
+            raise BadRequest(
+                f"updated_since must be earlier than the source's clock ({clock.isoformat()}Z) "
+                "when updated_before is not given"
+            )
+        raise BadRequest("updated_before must be later than updated_since")
+    if query.current_state:
+        if since < clock - MAX_CURRENT_STATE_REACH:
+            raise BadRequest(
+                f"updated_since must be at most {MAX_CURRENT_STATE_REACH.days} days before the source's clock "
+                f"({clock.isoformat()}Z)"
+            )
+        if before - since > MAX_CURRENT_STATE_REACH:
+            raise BadRequest(f"updated_before must be at most {MAX_CURRENT_STATE_REACH.days} days after updated_since")
+    elif before - since > MAX_UPDATED_RANGE:
+        if query.before_pinned:
+            raise BadRequest(
+                f"updated_since must be at most {MAX_UPDATED_RANGE.days} days before the source's clock "
+                f"({clock.isoformat()}Z) when updated_before is not given"
+            )
+        raise BadRequest(f"updated_before must be at most {MAX_UPDATED_RANGE.days} days after updated_since")
 
 
 def _parse_timestamp(name: str, value: str) -> datetime:
@@ -579,19 +758,34 @@ def _parse_timestamp(name: str, value: str) -> datetime:
 
 
 def _encode_cursor(query: _Query, last_key: int) -> str:
-    raw = orjson.dumps([query.table, query.filter_text, last_key])
+    payload: list[Any] = [query.table, query.filter_text, last_key]
+    if query.before_pinned:
+        assert query.before is not None
+        payload.append(query.before.isoformat())
+    raw = orjson.dumps(payload)
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def _decode_cursor(query: _Query, cursor: str) -> int:
+def _decode_cursor(query: _Query, cursor: str) -> tuple[_Query, int]:
+    """(the query, with the window end the cursor carries when it was not given; the previous page's last key)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        table, filter_text, last_key = orjson.loads(raw)
+        table, filter_text, last_key, *pinned = orjson.loads(raw)
     except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError):
         raise BadRequest("cursor is not a cursor returned by this API") from None
-    if table != query.table or filter_text != query.filter_text or type(last_key) is not int:
+    if (
+        table != query.table
+        or filter_text != query.filter_text
+        or type(last_key) is not int
+        or len(pinned) != query.before_pinned
+    ):
         raise BadRequest("cursor belongs to a different query; pass the same filters as the first page")
-    return last_key
+    if not pinned:
+        return query, last_key
+    try:
+        return replace(query, before=to_naive_utc(datetime.fromisoformat(pinned[0]))), last_key
+    except (TypeError, ValueError):
+        raise BadRequest("cursor is not a cursor returned by this API") from None
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -644,6 +838,14 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         self.server.track(self.connection, active=False)
         super().finish()
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header: the source's own clock (`Faults.as_of` when set), as a real server's would be,
+        so that a client keeping watermarks in the source's time sees the time the data is served at."""
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        clock = _clock(self.server.shop.faults).replace(tzinfo=UTC)
+        return email.utils.format_datetime(clock, usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request access log on stderr."""

@@ -1,16 +1,22 @@
-"""The demo shop's world: a deterministic generator of every record the shop ever produced.
+"""The demo shop's world: a deterministic generator of every record the shop ever produced, at any instant.
 
 This module owns the *data* of the demo source, nothing about transport. Given a scale and a bad-record
 rate, `ShopWorld` regenerates any day's customers, products, orders, order items, payments and web events
 identically in any process: every random draw comes from a `random.Random` seeded by a SHA-256 hash of
-(purpose, date, scale), and every per-entity attribute (a customer's tier, a product's price) is a
-stateless hash of (entity, day). The rules are the shared data spec's (DATA_SPEC.md, "The demo world" and
-"Bad-record injection"); `ground_truth` computes the daily marts straight from the generated records so the
-pipeline's output can be checked against them.
+(purpose, date, scale), and every per-entity attribute (a customer's tier, a product's price, an order's
+lines, the times of an order's life) is a stateless hash of (entity, day). Orders live on after their day:
+placed, paid, shipped, delivered, some refunded up to 30 days later (DATA_SPEC.md, "The life of an order"),
+so every accessor takes an `as_of` instant and answers with the records as they stood then (None: the end
+of time, every life finished). The rules are the shared data spec's; `ground_truth` computes the daily
+marts straight from the generated records so the pipeline's output can be checked against them.
 
-Records are dicts of plain Python values (int, str, bool, None, naive-UTC `datetime`) sorted by primary
-key. Public methods hand out copies; the HTTP server and the landing writer read the cached originals
-through the package-private `_rows`, `_versions_between` and `_web_event_rows`.
+A day's orders are kept as a compact `_Ledger` (arrays of ordered second, customer, outcome and transition
+times, about 40 bytes an order) in a cache of many days, so questions that span weeks (a change
+feed, the refunds landing on a day, a customer's latest activity) need no records; records are built only
+for what is asked. Records are dicts of plain Python values (int, str, bool, None, naive-UTC `datetime`)
+sorted by primary key. The HTTP server and the landing writer use the package-private methods
+(`_partition`, `_changes`, `_versions_between`, `_current_versions`, `_web_event_rows`), whose records
+callers must not mutate.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import hashlib
 import math
 import random
 import threading
-from bisect import bisect_right
+from array import array
+from bisect import bisect_left, bisect_right
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,11 +38,13 @@ from itertools import accumulate
 from typing import Any
 
 EPOCH = date(2020, 1, 1)
+EPOCH_START = datetime(2020, 1, 1)
 MAX_SCALE = 100.0
 PRODUCT_COUNT = 500
 SECONDS_PER_DAY = 86_400
 LAST_SECOND = SECONDS_PER_DAY - 1
 ORDER_ID_BLOCK = 10_000_000
+
 
 TABLES = ("customers", "products", "orders", "order_items", "payments", "web_events")
 PRIMARY_KEYS = {
@@ -161,10 +170,31 @@ _PURCHASE_STEP = ("purchase", None, "/checkout/complete")
 _START_KEY = float(1 << 22)
 _START_INDEX_MASK = (1 << 22) - 1
 
+
 # Salts keep the stateless hashes of different attributes independent of each other.
 _SALT_CUSTOMER, _SALT_SIGNUP, _SALT_CITY, _SALT_TIER, _SALT_EMAIL, _SALT_OPT_IN = range(1, 7)
 _SALT_PRODUCT, _SALT_PRICE, _SALT_STOCK, _SALT_ACTIVE, _SALT_POPULARITY = range(11, 16)
+_SALT_LIFECYCLE, _SALT_REFUND, _SALT_LINE = range(21, 24)
 _M64 = (1 << 64) - 1
+
+# The life of an order (DATA_SPEC.md): what the day's status draw makes of it, and the ranges, in seconds,
+# its transition times are drawn from. Statuses are coded by their index in ORDER_STATUSES.
+_PLACED, _PAID, _SHIPPED, _DELIVERED, _CANCELLED, _REFUNDED = range(len(ORDER_STATUSES))
+_OUTCOME_OF_DRAW = (_PLACED, _DELIVERED, _DELIVERED, _DELIVERED, _CANCELLED, _REFUNDED)  # paid/shipped end delivered
+PAYMENT_DELAY = (5, 120)  # ordered -> paid (or failed), clamped to the order's day like every payment
+SHIPPING_DELAY = (6 * 3600, 3 * SECONDS_PER_DAY)  # paid -> shipped
+DELIVERY_DELAY = (SECONDS_PER_DAY, 6 * SECONDS_PER_DAY)  # shipped -> delivered
+REFUND_AFTER_DELIVERY = SECONDS_PER_DAY  # the earliest refund; the latest is LIFECYCLE_DAYS after ordered_at
+LIFECYCLE_DAYS = 30  # no order changes later than this after its ordered_at
+# How long after it happened a late order (with its items and payments) reaches the source
+# (`Faults.late_arrival_rate` decides which orders are late).
+LATE_ARRIVAL_DELAY = timedelta(days=1)
+_DELAY_SECONDS = SECONDS_PER_DAY
+_END_OF_TIME = (date(9999, 1, 1) - EPOCH).days * SECONDS_PER_DAY  # as_of=None: after every transition
+# A ledger's change index packs (second since the ledger's midnight, status, order index) into one int.
+_INDEX_BITS = 20  # orders per day stay under 2^18 even at MAX_SCALE
+_INDEX_MASK = (1 << _INDEX_BITS) - 1
+_TIME_SHIFT = _INDEX_BITS + 3
 
 
 def _mix(salt: int, entity: int, period: int = 0) -> int:
@@ -287,9 +317,32 @@ def _build_catalogue() -> tuple[_Product, ...]:
 _CATALOGUE = _build_catalogue()
 
 
+def _to_second(moment: datetime | None) -> int:
+    """Whole seconds since EPOCH_START (floored); None is the end of time."""
+    if moment is None:
+        return _END_OF_TIME
+    delta = to_naive_utc(moment) - EPOCH_START
+    return delta.days * SECONDS_PER_DAY + delta.seconds
+
+
+def _moment(second: int) -> datetime:
+    return EPOCH_START + timedelta(seconds=second)
+
+
+def settles_at(table: str, end: datetime, late_arrivals: bool) -> datetime:
+    """From this instant on, what `table` holds for dates or update times before `end` no longer changes.
+
+    By then every order ordered before `end` has finished its life (only orders change; items and
+    payments exist from their time on) and, if some orders arrive late, every late arrival is in;
+    before it, the same query can answer differently at different clocks.
+    """
+    settled = to_naive_utc(end) + (timedelta(days=LIFECYCLE_DAYS) if table == "orders" else timedelta(0))
+    return settled + LATE_ARRIVAL_DELAY if late_arrivals else settled
+
+
 @dataclass(slots=True)
 class _Catalog:
-    """The products partition of one day, plus what order generation needs from it (clean prices)."""
+    """The products partition of one day, plus what order lines need from it (clean prices)."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     prices: list[int] = field(default_factory=list)  # index == product_id
@@ -299,16 +352,86 @@ class _Catalog:
 
 
 @dataclass(slots=True)
-class _Commerce:
-    """One day's orders, items, payments and customers partition, as served (bad records applied)."""
+class _Ledger:
+    """One day's orders in compact form: everything lifecycle and customer questions need, no records.
 
-    orders: list[dict[str, Any]] = field(default_factory=list)
-    order_items: list[dict[str, Any]] = field(default_factory=list)
-    payments: list[dict[str, Any]] = field(default_factory=list)
-    customers: list[dict[str, Any]] = field(default_factory=list)
-    # The clean facts web events are built from: (ordered second, customer_id, product ids) per order.
-    purchases: list[tuple[int, int, list[int]]] = field(default_factory=list)
-    bad: dict[str, dict[int, str]] = field(default_factory=lambda: {t: {} for t in TABLES})
+    Order k (0-based) is order_id first_order_id + k. Times are seconds since the day's midnight and run
+    past the day for later transitions; -1 marks a transition the order never makes. About 40 bytes an
+    order (0.8 MB a day at scale 10), and 30 more once a change feed has asked for the change index.
+    """
+
+    day: date
+    start: int  # the day's midnight in seconds since EPOCH_START
+    first_order_id: int
+    ordered: array  # ascending: order numbers follow the clock
+    customer_ids: array
+    outcomes: bytes  # the status each order ends in
+    channels: bytes
+    methods: bytes
+    item_starts: array  # order k's items are positions item_starts[k] .. item_starts[k + 1] - 1 of the day's
+    settled: array  # paid, or failed for an order that ends cancelled
+    shipped: array
+    delivered: array
+    refunded: array
+    refunds: array  # (refund second << _INDEX_BITS | k) of the refunded orders, ascending
+    bad_orders: dict[int, tuple[str, Any]]  # k -> (column, value)
+    bad_items: dict[int, tuple[str, Any]]  # item position -> (column, value)
+    totals: array  # order totals in cents, filled in when first asked for (0: not yet)
+    changes: array | None = None  # every transition, packed and ascending; built on first use
+    pricing: tuple[list[int], list[int], list[int]] | None = None  # the day's active ids, weights, prices
+
+    def __len__(self) -> int:
+        return len(self.ordered)
+
+    def state(self, k: int, second: int) -> tuple[int, int] | None:
+        """(status, second it was reached) of order k at `second`; None before the order exists."""
+        ordered = self.ordered[k]
+        if second < ordered:
+            return None
+        outcome = self.outcomes[k]
+        settled = self.settled[k]
+        if outcome == _PLACED or second < settled:
+            return _PLACED, ordered
+        if outcome == _CANCELLED:
+            return _CANCELLED, settled
+        shipped = self.shipped[k]
+        if second < shipped:
+            return _PAID, settled
+        delivered = self.delivered[k]
+        if second < delivered:
+            return _SHIPPED, shipped
+        if outcome == _REFUNDED and second >= self.refunded[k]:
+            return _REFUNDED, self.refunded[k]
+        return _DELIVERED, delivered
+
+    def transitions(self, k: int) -> list[tuple[int, int]]:
+        """Every (status, second) of order k's life, in order."""
+        life = [(_PLACED, self.ordered[k])]
+        outcome = self.outcomes[k]
+        if outcome == _CANCELLED:
+            life.append((_CANCELLED, self.settled[k]))
+        elif outcome != _PLACED:
+            life += [(_PAID, self.settled[k]), (_SHIPPED, self.shipped[k]), (_DELIVERED, self.delivered[k])]
+            if outcome == _REFUNDED:
+                life.append((_REFUNDED, self.refunded[k]))
+        return life
+
+    def change_index(self) -> array:
+        """(second << _TIME_SHIFT | status << _INDEX_BITS | k) for every transition of every order, ascending."""
+        if self.changes is None:
+            outcomes = self.outcomes
+            packed = [second << _TIME_SHIFT | k for k, second in enumerate(self.ordered)]
+            packed += [
+                second << _TIME_SHIFT | (_CANCELLED if outcomes[k] == _CANCELLED else _PAID) << _INDEX_BITS | k
+                for k, second in enumerate(self.settled)
+                if second >= 0
+            ]
+            for status, seconds in ((_SHIPPED, self.shipped), (_DELIVERED, self.delivered), (_REFUNDED, self.refunded)):
+                tag = status << _INDEX_BITS
+                packed += [second << _TIME_SHIFT | tag | k for k, second in enumerate(seconds) if second >= 0]
+            packed.sort()
+            self.changes = array("q", packed)
+        return self.changes
 
 
 @dataclass(slots=True)
@@ -322,6 +445,10 @@ class _LRU:
         self._items: OrderedDict[Any, Any] = OrderedDict()
         self._maxsize = maxsize
 
+    def get(self, key: Any) -> Any:
+        """The cached value or None, without building it."""
+        return self._items.get(key)
+
     def get_or_build(self, key: Any, build: Callable[[], Any]) -> Any:
         if key in self._items:
             self._items.move_to_end(key)
@@ -332,12 +459,25 @@ class _LRU:
         return value
 
 
+def _days(first: date, last: date) -> Iterator[date]:
+    """The days from `first` to `last` inclusive, none before EPOCH."""
+    day = max(first, EPOCH)
+    while day <= last:
+        yield day
+        day += timedelta(days=1)
+
+
+def _day_of(second: int) -> date:
+    return EPOCH + timedelta(days=second // SECONDS_PER_DAY)
+
+
 class ShopWorld:
     """Deterministic generator of the demo shop's records (see the module docstring and DATA_SPEC.md).
 
     `scale` multiplies the daily volumes (at 1.0: 150 signups, 2000 orders, about 50k web events);
     `bad_record_rate` is the share of each table's daily records that get one rule-breaking column.
-    The world starts at EPOCH (2020-01-01); earlier days are empty. Thread-safe.
+    The world starts at EPOCH (2020-01-01); earlier days are empty. Every record accessor takes `as_of`,
+    the instant the records are asked as of (None: the end of time). Thread-safe.
     """
 
     def __init__(self, scale: float = 1.0, bad_record_rate: float = 0.0) -> None:
@@ -353,8 +493,13 @@ class ShopWorld:
         # One re-entrant lock for all builds: they are CPU-bound under the GIL anyway, and serialising them
         # stops two server threads from generating the same day twice.
         self._lock = threading.RLock()
-        self._catalogs = _LRU(16)
-        self._commerce_days = _LRU(8)
+        # A 31-day change feed of orders reads 62 days of ledgers, and the refunds landing on a day need
+        # the prices of the 30 days before it; a cache smaller than a request's sweep would miss every time.
+        self._ledgers = _LRU(72)
+        self._catalogs = _LRU(72)
+        self._activities = _LRU(370)  # a current-state listing of customers reaches back up to 366 days
+        self._bad_payments = _LRU(40)
+        self._bad_customers = _LRU(40)
         self._web_days = _LRU(2)  # the big one: 500k events a day at scale 10
 
     def __repr__(self) -> str:
@@ -362,45 +507,113 @@ class ShopWorld:
 
     # ------------------------------------------------------------------------------------ public API
 
-    def customers_updated_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Customers whose updated_at is in [start, end), one (the latest) version per customer."""
-        return [dict(r) for r in self._versions_between("customers", start, end)]
+    def customers_updated_between(
+        self, start: datetime, end: datetime, as_of: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Daily customer versions with updated_at in [start, end) that exist at as_of, the latest per customer."""
+        return self._versions_between("customers", start, end, as_of)
 
-    def products_updated_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """Products whose updated_at is in [start, end), one (the latest) version per product."""
-        return [dict(r) for r in self._versions_between("products", start, end)]
+    def products_updated_between(
+        self, start: datetime, end: datetime, as_of: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Daily product versions with updated_at in [start, end) that exist at as_of, the latest per product."""
+        return [dict(r) for r in self._versions_between("products", start, end, as_of)]
 
-    def orders_on(self, day: date) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._rows("orders", day)]
+    def current_versions_between(
+        self, table: str, start: datetime, end: datetime, as_of: datetime
+    ) -> list[dict[str, Any]]:
+        """The current version at as_of of each customer or product, if its updated_at is in [start, end).
 
-    def order_items_on(self, day: date) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._rows("order_items", day)]
+        A customer's current version is its version as of its latest activity (signup or order) at or
+        before as_of; a product's is the one of the latest nightly sync. A world without end has no final
+        current state, so as_of is required.
+        """
+        return [dict(r) for r in self._current_versions(table, start, end, as_of)]
 
-    def payments_on(self, day: date) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._rows("payments", day)]
+    def orders_on(self, day: date, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        return self._partition("orders", day, as_of)
 
-    def web_events_on(self, day: date) -> list[dict[str, Any]]:
-        return [dict(zip(WEB_EVENT_COLUMNS, row, strict=True)) for row in self._web_event_rows(day)]
+    def order_items_on(self, day: date, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        return self._partition("order_items", day, as_of)
 
-    def bad_records(self, table: str, day: date) -> dict[Any, str]:
-        """Primary key -> broken column, for every corrupted record in `table`'s partition of `day`."""
+    def payments_on(self, day: date, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        """Payments with paid_at on `day`: captures and failures of the day's orders, refunds of earlier ones."""
+        return self._partition("payments", day, as_of)
+
+    def changed_between(
+        self, table: str, start: datetime, end: datetime, as_of: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """The change feed's truth: records of orders, order_items or payments whose updated_at at as_of is
+        in [start, end), whatever their date, by primary key."""
+        return self._changes(table, start, end, as_of)
+
+    def web_events_on(self, day: date, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        cutoff = None if as_of is None else _moment(_to_second(as_of))
+        return [
+            dict(zip(WEB_EVENT_COLUMNS, row, strict=True))
+            for row in self._web_event_rows(day)
+            if cutoff is None or row[6] <= cutoff
+        ]
+
+    def order_life(self, order_id: int) -> list[tuple[str, datetime]]:
+        """Every (order_status, time) of an order's life, in order (empty for an id the world never had)."""
+        day_index, k = divmod(order_id - 1, ORDER_ID_BLOCK)
+        ledger = self._ledger(EPOCH + timedelta(days=day_index)) if order_id > 0 else None
+        if ledger is None or k >= len(ledger):
+            return []
+        return [(ORDER_STATUSES[status], _moment(ledger.start + second)) for status, second in ledger.transitions(k)]
+
+    def bad_records(self, table: str, day: date, as_of: datetime | None = None) -> dict[Any, str]:
+        """Primary key -> broken column, for every corrupted record in `table`'s partition of `day` at as_of."""
         if table not in TABLES:
             raise ValueError(f"unknown table {table!r}; expected one of {', '.join(TABLES)}")
-        if table == "products":
-            return dict(self._catalog(day).bad)
+        now = _to_second(as_of)
         if table == "web_events":
-            return dict(self._web_day(day).bad)
-        return dict(self._commerce(day).bad[table])
+            cutoff = _moment(now)
+            rows = {row[0]: row[6] for row in self._web_event_rows(day)}
+            return {key: column for key, column in self._web_day(day).bad.items() if rows[key] <= cutoff}
+        if table == "products":
+            synced = (day - EPOCH).days * SECONDS_PER_DAY + 300
+            return dict(self._catalog(day).bad) if synced <= now else {}
+        if table == "customers":
+            ids, seconds = self._activity(day)
+            start = (day - EPOCH).days * SECONDS_PER_DAY
+            seen = {cid for cid, second in zip(ids, seconds, strict=True) if start + second <= now}
+            return {cid: bad[0] for cid, bad in self._bad_customer_ids(day).items() if cid in seen}
+        if table == "payments":
+            bad = self._bad_payment_ids(day)
+            return {
+                payment_id: bad[payment_id][0]
+                for payment_id, ledger, _, _, paid in self._payment_slots(day)
+                if payment_id in bad and ledger.start + paid <= now
+            }
+        ledger = self._ledger(day)
+        if ledger is None:
+            return {}
+        if table == "orders":
+            return {
+                ledger.first_order_id + k: column
+                for k, (column, _) in ledger.bad_orders.items()
+                if ledger.start + ledger.ordered[k] <= now
+            }
+        broken = {}
+        for position, (column, _) in ledger.bad_items.items():
+            k = bisect_right(ledger.item_starts, position) - 1
+            if ledger.start + ledger.ordered[k] <= now:
+                broken[(ledger.first_order_id + k) * 100 + position - ledger.item_starts[k] + 1] = column
+        return broken
 
-    def ground_truth(self, day: date) -> dict[str, int]:
+    def ground_truth(self, day: date, as_of: datetime | None = None) -> dict[str, int]:
         """The daily_revenue and web_funnel figures of `day` by DATA_SPEC.md's definitions, money in cents.
 
-        Computed from the records exactly as served, so it describes a clean day only at bad_record_rate 0.
+        "The marts as the source's data stands at as_of": the day's orders that exist then, in their status
+        then, and the day's web events that have happened by then. Computed from the records exactly as
+        served, so it describes a clean day only at bad_record_rate 0.
         """
-        orders = self._rows("orders", day)
+        orders = self._partition("orders", day, as_of)
         order_totals: Counter[int] = Counter()
         order_quantities: Counter[int] = Counter()
-        for item in self._rows("order_items", day):
+        for item in self._partition("order_items", day, as_of):
             quantity = item["quantity"]
             order_totals[item["order_id"]] += quantity * item["unit_price_cents"] - item["discount_cents"]
             order_quantities[item["order_id"]] += quantity
@@ -409,6 +622,9 @@ class ShopWorld:
         refunded = sum(order_totals[o["order_id"]] for o in orders if o["order_status"] == "refunded")
 
         events = self._web_event_rows(day)
+        if as_of is not None:
+            cutoff = _moment(_to_second(as_of))
+            events = [row for row in events if row[6] <= cutoff]
         sessions_by_type: dict[str, set[str]] = {}
         for _, session_id, _, event_type, _, _, _ in events:
             sessions_by_type.setdefault(event_type, set()).add(session_id)
@@ -425,46 +641,276 @@ class ShopWorld:
             "events": len(events),
         }
 
-    def record_counts(self, day: date) -> dict[str, int]:
-        """Rows per table in the partitions of `day` (customers, products: the versions updated that day)."""
+    def record_counts(self, day: date, as_of: datetime | None = None) -> dict[str, int]:
+        """Rows per table in the partitions of `day` at as_of (customers, products: versions updated that day)."""
+        start = datetime(day.year, day.month, day.day)
+        end = start + timedelta(days=1)
         return {
-            "customers": len(self._commerce(day).customers),
-            "products": len(self._catalog(day).records),
-            **{table: len(self._rows(table, day)) for table in DAILY_TABLES},
-            "web_events": len(self._web_event_rows(day)),
+            "customers": len(self._versions_between("customers", start, end, as_of)),
+            "products": len(self._versions_between("products", start, end, as_of)),
+            **{table: len(self._partition(table, day, as_of)) for table in DAILY_TABLES},
+            "web_events": len(self.web_events_on(day, as_of)) if as_of else len(self._web_event_rows(day)),
         }
 
-    # ----------------------------------------------------------------- package-private and uncopied
+    # ------------------------------------------------------------------ package-private, for the server
 
-    def _rows(self, table: str, day: date) -> list[dict[str, Any]]:
-        """The cached records of a date-partitioned table. Callers must not mutate them."""
+    def _partition(
+        self, table: str, day: date, as_of: datetime | None, late: Callable[[int], bool] | None = None
+    ) -> list[dict[str, Any]]:
+        """The records of a date-partitioned table for `day` as the source holds them at as_of.
+
+        `late(order_id)` says which orders (with their items and payments) reach the source
+        LATE_ARRIVAL_DELAY after they happen: at as_of such an order is in its state of as_of minus the
+        delay, and every updated_at is that much later.
+        """
         if table not in DAILY_TABLES:
             raise ValueError(f"{table!r} is not partitioned by date; expected one of {DAILY_TABLES}")
-        return getattr(self._commerce(day), table)
+        now = _to_second(as_of)
+        if table == "payments":
+            records = []
+            bad = self._bad_payment_ids(day)
+            for payment_id, ledger, k, is_refund, paid in self._payment_slots(day):
+                shift = _DELAY_SECONDS if late is not None and late(ledger.first_order_id + k) else 0
+                if ledger.start + paid + shift <= now:
+                    records.append(self._payment_record(ledger, k, is_refund, paid, shift, bad.get(payment_id)))
+            return records
+        ledger = self._ledger(day)
+        if ledger is None:
+            return []
+        records = []
+        with gc_paused():
+            for k in range(len(ledger)):
+                if ledger.start + ledger.ordered[k] > now:
+                    break  # orders follow the clock: no later one exists yet either
+                shift = _DELAY_SECONDS if late is not None and late(ledger.first_order_id + k) else 0
+                if table == "order_items":
+                    if ledger.start + ledger.ordered[k] + shift <= now:
+                        records += self._item_records(ledger, k, shift)
+                    continue
+                state = ledger.state(k, now - shift - ledger.start)
+                if state is not None:
+                    records.append(self._order_record(ledger, k, state, shift))
+        return records
 
-    def _versions_between(self, table: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        """The latest version per key among `table`'s versions with updated_at in [start, end).
+    def _changes(
+        self,
+        table: str,
+        start: datetime,
+        end: datetime,
+        as_of: datetime | None,
+        late: Callable[[int], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Records of a date-partitioned table whose updated_at at as_of is in [start, end), by primary key.
 
-        A version is what a day's partition holds, so a range over several days keeps the last day's
-        version of a customer seen on more than one. Callers must not mutate the records.
+        Reads the change indexes of the ledgers of every day whose orders can change inside the window
+        (LIFECYCLE_DAYS back for orders and payments) and builds records only for what it finds. `late`
+        as for _partition.
         """
+        if table not in DAILY_TABLES:
+            raise ValueError(f"{table!r} is not partitioned by date; expected one of {DAILY_TABLES}")
+        now, low, high = _to_second(as_of), _to_second(start), _to_second(end)
+        lag = _DELAY_SECONDS if late is not None else 0
+        # An index entry at second s is an update at s, or at s + lag for a late order.
+        first_candidate, last_candidate = low - lag, min(high, now + 1)
+        # The orders of a day change until LIFECYCLE_DAYS after the day's last second; items only on the day.
+        span = SECONDS_PER_DAY * (1 if table == "order_items" else LIFECYCLE_DAYS + 1)
+        found: list[tuple[int, _Ledger, int, int, int]] = []  # (key, ledger, k, status, shift)
+        for day in _days(_day_of(first_candidate - span + 1), _day_of(last_candidate - 1)):
+            ledger = self._ledger(day)
+            with self._lock:
+                changes = ledger.change_index()
+            first = bisect_left(changes, (first_candidate - ledger.start) << _TIME_SHIFT)
+            last = bisect_left(changes, (last_candidate - ledger.start) << _TIME_SHIFT)
+            seen: set[int] = set()
+            for packed in changes[first:last]:
+                k = packed & _INDEX_MASK
+                status = packed >> _INDEX_BITS & 7
+                if table == "orders":
+                    if k in seen:
+                        continue
+                    seen.add(k)
+                elif status not in ((_PLACED,) if table == "order_items" else (_PAID, _CANCELLED, _REFUNDED)):
+                    continue
+                order_id = ledger.first_order_id + k
+                shift = _DELAY_SECONDS if late is not None and late(order_id) else 0
+                if table == "orders":
+                    state = ledger.state(k, now - shift - ledger.start)
+                    if state is None:
+                        continue
+                    status, second = state
+                else:
+                    second = packed >> _TIME_SHIFT
+                updated = ledger.start + second + shift
+                if low <= updated < high and updated <= now:
+                    key = order_id * 10 + (2 if status == _REFUNDED else 1) if table == "payments" else order_id
+                    found.append((key, ledger, k, status, shift))
+        found.sort(key=lambda hit: hit[0])
+        records = []
+        with gc_paused():
+            for key, ledger, k, status, shift in found:
+                if table == "orders":
+                    records.append(self._order_record(ledger, k, ledger.state(k, now - shift - ledger.start), shift))
+                elif table == "order_items":
+                    records += self._item_records(ledger, k, shift)
+                else:
+                    is_refund = status == _REFUNDED
+                    paid = ledger.refunded[k] if is_refund else ledger.settled[k]
+                    bad = self._bad_payment_ids(_day_of(ledger.start + paid)).get(key)
+                    records.append(self._payment_record(ledger, k, is_refund, paid, shift, bad))
+        return records
+
+    def _versions_between(
+        self, table: str, start: datetime, end: datetime, as_of: datetime | None
+    ) -> list[dict[str, Any]]:
+        """The latest daily version per key among `table`'s versions with updated_at in [start, end) that
+        exist at as_of. A version is what a day's partition holds, so a range over several days keeps the
+        last day's version of a customer seen on more than one. Callers must not mutate the records."""
         if table not in VERSIONED_TABLES:
             raise ValueError(f"{table!r} is not versioned; expected one of {VERSIONED_TABLES}")
-        start, end = to_naive_utc(start), to_naive_utc(end)
-        key = PRIMARY_KEYS[table]
-        latest: dict[int, dict[str, Any]] = {}
-        day = max(start.date(), EPOCH)
-        while start < end and day <= (end - timedelta(microseconds=1)).date():
-            partition = self._commerce(day).customers if table == "customers" else self._catalog(day).records
-            for record in partition:
-                if start <= record["updated_at"] < end:
-                    latest[record[key]] = record
-            day += timedelta(days=1)
-        return [latest[k] for k in sorted(latest)]
+        now, low, high = _to_second(as_of), _to_second(start), _to_second(end)
+        until = min(high, now + 1)
+        latest: dict[int, Any] = {}
+        for day in _days(_day_of(low), _day_of(until - 1)):
+            day_start = (day - EPOCH).days * SECONDS_PER_DAY
+            if table == "products":
+                if low <= day_start + 300 < until:
+                    latest.update(enumerate(self._catalog(day).records, 1))
+                continue
+            ids, seconds = self._activity(day)
+            for customer_id, second in zip(ids, seconds, strict=True):
+                if low <= day_start + second < until:
+                    latest[customer_id] = (day, day_start + second)
+        if table == "products":
+            return [latest[key] for key in sorted(latest)]
+        with gc_paused():
+            return [self._customer_version(customer_id, *latest[customer_id]) for customer_id in sorted(latest)]
+
+    def _current_versions(self, table: str, start: datetime, end: datetime, as_of: datetime) -> list[dict[str, Any]]:
+        """The current version of each key at as_of whose updated_at is in [start, end) (see
+        current_versions_between). Customers cost one day of order draws (ledger or activity, cached) per
+        day from `start` to as_of. Callers must not mutate the records."""
+        if table not in VERSIONED_TABLES:
+            raise ValueError(f"{table!r} is not versioned; expected one of {VERSIONED_TABLES}")
+        now, low, high = _to_second(as_of), _to_second(start), _to_second(end)
+        if table == "products":
+            synced = (now - 300) // SECONDS_PER_DAY * SECONDS_PER_DAY + 300  # the latest 00:05 sync
+            in_window = low <= synced < high and _day_of(synced) >= EPOCH
+            return list(self._catalog(_day_of(synced)).records) if in_window else []
+        found: dict[int, tuple[date, int]] = {}
+        seen: set[int] = set()  # customers whose latest activity is already known
+        day = _day_of(now)
+        while day >= max(_day_of(low), EPOCH):
+            day_start = (day - EPOCH).days * SECONDS_PER_DAY
+            ids, seconds = self._activity(day, until=now - day_start)
+            if day_start < high:
+                for customer_id, second in zip(ids, seconds, strict=True):
+                    if customer_id not in seen and low <= day_start + second < high:
+                        found[customer_id] = (day, day_start + second)
+            seen.update(ids)
+            day -= timedelta(days=1)
+        with gc_paused():
+            return [self._customer_version(customer_id, *found[customer_id]) for customer_id in sorted(found)]
 
     def _web_event_rows(self, day: date) -> list[tuple]:
         """The cached web events as tuples in WEB_EVENT_COLUMNS order. Callers must not mutate them."""
         return self._web_day(day).rows
+
+    # ------------------------------------------------------------------------------- records
+
+    def _order_record(self, ledger: _Ledger, k: int, state: tuple[int, int], shift: int) -> dict[str, Any]:
+        status, second = state
+        record = {
+            "order_id": ledger.first_order_id + k,
+            "customer_id": ledger.customer_ids[k],
+            "order_status": ORDER_STATUSES[status],
+            "channel": CHANNELS[ledger.channels[k]],
+            "currency": "USD",
+            "ordered_at": _moment(ledger.start + ledger.ordered[k]),
+            "updated_at": _moment(ledger.start + second + shift),
+        }
+        bad = ledger.bad_orders.get(k)
+        if bad is not None:
+            record[bad[0]] = bad[1]
+        return record
+
+    def _item_records(self, ledger: _Ledger, k: int, shift: int) -> list[dict[str, Any]]:
+        order_id = ledger.first_order_id + k
+        ordered_at = _moment(ledger.start + ledger.ordered[k])
+        updated_at = _moment(ledger.start + ledger.ordered[k] + shift) if shift else ordered_at
+        position = ledger.item_starts[k]
+        records = []
+        for line, (product_id, quantity, price, discount) in enumerate(self._lines(ledger, k), 1):
+            record = {
+                "order_item_id": order_id * 100 + line,
+                "order_id": order_id,
+                "product_id": product_id,
+                "quantity": quantity,
+                "unit_price_cents": price,
+                "discount_cents": discount,
+                "ordered_at": ordered_at,
+                "updated_at": updated_at,
+            }
+            bad = ledger.bad_items.get(position + line - 1)
+            if bad is not None:
+                record[bad[0]] = bad[1]
+            records.append(record)
+        return records
+
+    def _payment_record(
+        self, ledger: _Ledger, k: int, is_refund: bool, paid: int, shift: int, bad: tuple[str, Any] | None
+    ) -> dict[str, Any]:
+        order_id = ledger.first_order_id + k
+        status = "refunded" if is_refund else "failed" if ledger.outcomes[k] == _CANCELLED else "captured"
+        record = {
+            "payment_id": order_id * 10 + (2 if is_refund else 1),
+            "order_id": order_id,
+            "payment_method": PAYMENT_METHODS[ledger.methods[k]],
+            "payment_status": status,
+            "amount_cents": self._total(ledger, k),
+            "paid_at": _moment(ledger.start + paid),
+            "updated_at": _moment(ledger.start + paid + shift),
+        }
+        if bad is not None:
+            record[bad[0]] = bad[1]
+        return record
+
+    def _customer_version(self, customer_id: int, day: date, updated: int) -> dict[str, Any]:
+        record = self._customer_record(customer_id, (day - EPOCH).days, _moment(updated))
+        bad = self._bad_customer_ids(day).get(customer_id)
+        if bad is not None:
+            record[bad[0]] = bad[1]
+        return record
+
+    def _lines(self, ledger: _Ledger, k: int) -> list[tuple[int, int, int, int]]:
+        """(product_id, quantity, unit_price_cents, discount_cents) of each line of order k, clean.
+
+        A stateless hash per (order, line), so one order's lines (and total) cost no other order's draws.
+        Drawn with replacement, so now and then an order lists one product on two lines; the marts'
+        distinct-order counts have to cope with that.
+        """
+        if ledger.pricing is None:
+            catalog = self._catalog(ledger.day)
+            ledger.pricing = (catalog.active_ids, catalog.active_cum_weights, catalog.prices)
+        active_ids, cum_weights, prices = ledger.pricing
+        weight = cum_weights[-1]
+        order_id = ledger.first_order_id + k
+        lines = []
+        total = 0
+        for line in range(1, ledger.item_starts[k + 1] - ledger.item_starts[k] + 1):
+            h = _mix(_SALT_LINE, order_id, line)
+            product_id = active_ids[bisect_right(cum_weights, (h & 0xFFFFFFFF) * weight >> 32)]
+            quantity = _ONE_TO_FIVE[bisect_right(_QUANTITY_CUM, ((h >> 32) & 0xFF) * 100 >> 8)]
+            price = prices[product_id]
+            discount = 0
+            if (h >> 40) & 0x3FF < 102:  # about 10% of lines
+                discount = quantity * price * _DISCOUNT_PERCENTS[(h >> 50) & 3] // 100
+            lines.append((product_id, quantity, price, discount))
+            total += quantity * price - discount
+        ledger.totals[k] = total
+        return lines
+
+    def _total(self, ledger: _Ledger, k: int) -> int:
+        return ledger.totals[k] or sum(q * p - d for _, q, p, d in self._lines(ledger, k))
 
     # -------------------------------------------------------------------------------- generation
 
@@ -477,11 +923,39 @@ class ShopWorld:
         with self._lock, gc_paused():
             return self._catalogs.get_or_build(day, lambda: self._build_catalog(day))
 
-    def _commerce(self, day: date) -> _Commerce:
+    def _ledger(self, day: date) -> _Ledger | None:
         if day < EPOCH:
-            return _Commerce()
+            return None
         with self._lock, gc_paused():
-            return self._commerce_days.get_or_build(day, lambda: self._build_commerce(day))
+            return self._ledgers.get_or_build(day, lambda: self._build_ledger(day))
+
+    def _activity(self, day: date, until: int = LAST_SECOND) -> tuple[array, array]:
+        """Customers who signed up or ordered on `day` up to its second `until`, ascending, each with the
+        second of their last activity then: the customers partition of the day, and the input of the
+        current-state versions. Whole days are cached (cheaply when the day's ledger already is)."""
+        if day < EPOCH or until < 0:
+            return array("i"), array("i")
+        if until >= LAST_SECOND:
+            with self._lock:
+                return self._activities.get_or_build(day, lambda: self._build_activity(day, LAST_SECOND))
+        return self._build_activity(day, until)
+
+    def _build_activity(self, day: date, until: int) -> tuple[array, array]:
+        ledger = self._ledgers.get(day)
+        ordered, customer_ids = (ledger.ordered, ledger.customer_ids) if ledger else self._draw_orders(day)[1:]
+        last: dict[int, int] = {}
+        for second, customer_id in zip(ordered, customer_ids, strict=True):
+            if second > until:
+                break
+            last[customer_id] = second  # orders come in time order: the last one wins
+        first_new_id = (day - EPOCH).days * self.customers_per_day + 1
+        for customer_id in range(first_new_id, first_new_id + self.customers_per_day):
+            # A new customer's orders all follow the signup, so the signup only counts without orders.
+            signed_up = self._signup_second(customer_id)
+            if signed_up <= until:
+                last.setdefault(customer_id, signed_up)
+        ids = sorted(last)
+        return array("i", ids), array("i", [last[customer_id] for customer_id in ids])
 
     def _web_day(self, day: date) -> _WebDay:
         if day < EPOCH:
@@ -497,15 +971,58 @@ class ShopWorld:
         k = min(count, max(1, round(self.bad_record_rate * count)))
         return sorted(self._rng(f"bad:{table}", day).sample(range(count), k))
 
-    def _corrupt(self, table: str, day: date, records: list[dict[str, Any]]) -> dict[int, str]:
-        key = PRIMARY_KEYS[table]
+    def _bad_positions(self, table: str, day: date, count: int) -> dict[int, tuple[str, Any]]:
+        """Position in the day's final partition -> (column, value) of the records to break. Orders
+        alternate between their two breakages so both quarantine rules get exercised every day."""
         variants = BAD_VALUES[table]
-        bad = {}
-        for n, index in enumerate(self._corrupted_indices(table, day, len(records))):
-            column, value = variants[n % len(variants)]
-            records[index][column] = value
-            bad[records[index][key]] = column
-        return bad
+        return {
+            index: variants[n % len(variants)] for n, index in enumerate(self._corrupted_indices(table, day, count))
+        }
+
+    def _payment_slots(self, day: date) -> list[tuple[int, _Ledger, int, bool, int]]:
+        """The payments partition of `day` as it finally stands, by payment_id: (payment_id, ledger, order
+        index, is a refund, paid second since the ledger's midnight). Refunds come from the orders of
+        the LIFECYCLE_DAYS days before, captures and failures from the day's own orders."""
+        slots = []
+        for back in range(LIFECYCLE_DAYS, 0, -1):  # earlier orders first: their ids are lower
+            ledger = self._ledger(day - timedelta(days=back))
+            if ledger is None:
+                continue
+            first = bisect_left(ledger.refunds, back * SECONDS_PER_DAY << _INDEX_BITS)
+            last = bisect_left(ledger.refunds, (back + 1) * SECONDS_PER_DAY << _INDEX_BITS)
+            for k in sorted(packed & _INDEX_MASK for packed in ledger.refunds[first:last]):
+                slots.append(((ledger.first_order_id + k) * 10 + 2, ledger, k, True, ledger.refunded[k]))
+        ledger = self._ledger(day)
+        if ledger is not None:
+            for k, outcome in enumerate(ledger.outcomes):
+                if outcome != _PLACED:
+                    slots.append(((ledger.first_order_id + k) * 10 + 1, ledger, k, False, ledger.settled[k]))
+        return slots
+
+    def _bad_payment_ids(self, day: date) -> dict[int, tuple[str, Any]]:
+        """payment_id -> (column, value) of the broken payments of `day`'s partition (by its final form, so
+        a payment is broken or not whatever the clock)."""
+        if self.bad_record_rate == 0:
+            return {}
+
+        def build() -> dict[int, tuple[str, Any]]:
+            slots = self._payment_slots(day)
+            return {slots[i][0]: bad for i, bad in self._bad_positions("payments", day, len(slots)).items()}
+
+        with self._lock:
+            return self._bad_payments.get_or_build(day, build)
+
+    def _bad_customer_ids(self, day: date) -> dict[int, tuple[str, Any]]:
+        """customer_id -> (column, value) of the broken versions in `day`'s customers partition."""
+        if self.bad_record_rate == 0:
+            return {}
+
+        def build() -> dict[int, tuple[str, Any]]:
+            ids = self._activity(day)[0]
+            return {ids[i]: bad for i, bad in self._bad_positions("customers", day, len(ids)).items()}
+
+        with self._lock:
+            return self._bad_customers.get_or_build(day, build)
 
     def _build_catalog(self, day: date) -> _Catalog:
         di = (day - EPOCH).days
@@ -537,7 +1054,10 @@ class ShopWorld:
                 catalog.active_ids.append(pid)
                 active_weights.append(product.popularity)
         catalog.active_cum_weights = list(accumulate(active_weights))
-        catalog.bad = self._corrupt("products", day, catalog.records)
+        positions = self._bad_positions("products", day, len(catalog.records))
+        for index, (column, value) in positions.items():
+            catalog.records[index][column] = value
+            catalog.bad[catalog.records[index]["product_id"]] = column
         return catalog
 
     def _signup_second(self, customer_id: int) -> int:
@@ -575,124 +1095,80 @@ class ShopWorld:
             "updated_at": updated_at,
         }
 
-    def _build_commerce(self, day: date) -> _Commerce:
+    def _draw_orders(self, day: date) -> tuple[random.Random, list[int], list[int]]:
+        """Who ordered when on `day`: (the day's order stream, ordered seconds ascending, customer ids)."""
         di = (day - EPOCH).days
-        catalog = self._catalog(day)
-        seconds = _day_seconds(day)
         rng = self._rng("orders", day)
         rand = rng.random
         per_day = self.customers_per_day
         first_new_id = di * per_day + 1
-        n_orders = self.orders_per_day
-
-        who_when = []
-        for _ in range(n_orders):
+        signup_second = self._signup_second
+        who_when = []  # second << 32 | customer_id: ints sort several times faster than tuples
+        for _ in range(self.orders_per_day):
             if first_new_id == 1 or rand() < NEW_CUSTOMER_ORDER_SHARE:
                 customer_id = first_new_id + int(rand() * per_day)
-                signed_up = self._signup_second(customer_id)
+                signed_up = signup_second(customer_id)
                 second = signed_up + int(rand() * (SECONDS_PER_DAY - signed_up))
             else:
                 customer_id = 1 + int(rand() * (first_new_id - 1))
                 second = _profile_second(rand)
-            who_when.append((second, customer_id))
+            who_when.append(second << 32 | customer_id)
         who_when.sort()  # order numbers follow the clock, like a database sequence
+        return rng, [packed >> 32 for packed in who_when], [packed & 0xFFFFFFFF for packed in who_when]
 
-        statuses = rng.choices(ORDER_STATUSES, cum_weights=_STATUS_CUM, k=n_orders)
-        channels = rng.choices(CHANNELS, cum_weights=_CHANNEL_CUM, k=n_orders)
-        methods = rng.choices(PAYMENT_METHODS, cum_weights=_METHOD_CUM, k=n_orders)
-        item_counts = rng.choices(_ONE_TO_FIVE, cum_weights=_ITEM_COUNT_CUM, k=n_orders)
-        n_items = sum(item_counts)
-        # Drawn with replacement, so now and then an order lists one product on two lines; the marts'
-        # distinct-order counts have to cope with that.
-        product_ids = rng.choices(catalog.active_ids, cum_weights=catalog.active_cum_weights, k=n_items)
-        quantities = rng.choices(_ONE_TO_FIVE, cum_weights=_QUANTITY_CUM, k=n_items)
-        prices = catalog.prices
-
-        day_data = _Commerce()
-        orders, items, payments = day_data.orders, day_data.order_items, day_data.payments
-        last_activity: dict[int, int] = {}
-        first_order_id = di * ORDER_ID_BLOCK + 1
-        j = 0
-        for k, (second, customer_id) in enumerate(who_when):
+    def _build_ledger(self, day: date) -> _Ledger:
+        rng, ordered, customer_ids = self._draw_orders(day)
+        n = len(ordered)
+        # The status draw of the day decides how each order's life ends; the times come from its id.
+        outcomes = rng.choices(_OUTCOME_OF_DRAW, cum_weights=_STATUS_CUM, k=n)
+        channels = rng.choices(range(len(CHANNELS)), cum_weights=_CHANNEL_CUM, k=n)
+        methods = rng.choices(range(len(PAYMENT_METHODS)), cum_weights=_METHOD_CUM, k=n)
+        item_counts = rng.choices(_ONE_TO_FIVE, cum_weights=_ITEM_COUNT_CUM, k=n)
+        first_order_id = (day - EPOCH).days * ORDER_ID_BLOCK + 1
+        settled, shipped, delivered, refunded = ([-1] * n for _ in range(4))
+        refunds = []
+        pay_low, pay_span = PAYMENT_DELAY[0], PAYMENT_DELAY[1] - PAYMENT_DELAY[0] + 1
+        ship_low, ship_span = SHIPPING_DELAY[0], SHIPPING_DELAY[1] - SHIPPING_DELAY[0] + 1
+        delivery_low, delivery_span = DELIVERY_DELAY[0], DELIVERY_DELAY[1] - DELIVERY_DELAY[0] + 1
+        deadline = LIFECYCLE_DAYS * SECONDS_PER_DAY
+        for k, outcome in enumerate(outcomes):
+            if outcome == _PLACED:
+                continue
             order_id = first_order_id + k
-            status = statuses[k]
-            ordered_at = seconds[second]
-            orders.append(
-                {
-                    "order_id": order_id,
-                    "customer_id": customer_id,
-                    "order_status": status,
-                    "channel": channels[k],
-                    "currency": "USD",
-                    "ordered_at": ordered_at,
-                    "updated_at": seconds[min(second + 60 + int(rand() * 840), LAST_SECOND)],
-                }
-            )
-            order_pids = product_ids[j : j + item_counts[k]]
-            total = 0
-            for line, pid in enumerate(order_pids, 1):
-                quantity = quantities[j]
-                price = prices[pid]
-                j += 1
-                discount = 0
-                if rand() < 0.1:
-                    discount = quantity * price * _DISCOUNT_PERCENTS[int(rand() * 4)] // 100
-                total += quantity * price - discount
-                items.append(
-                    {
-                        "order_item_id": order_id * 100 + line,
-                        "order_id": order_id,
-                        "product_id": pid,
-                        "quantity": quantity,
-                        "unit_price_cents": price,
-                        "discount_cents": discount,
-                        "ordered_at": ordered_at,
-                        "updated_at": ordered_at,
-                    }
-                )
-            if status != "placed":
-                paid_second = min(second + 5 + int(rand() * 115), LAST_SECOND)
-                payments.append(
-                    {
-                        "payment_id": order_id * 10 + 1,
-                        "order_id": order_id,
-                        "payment_method": methods[k],
-                        "payment_status": "failed" if status == "cancelled" else "captured",
-                        "amount_cents": total,
-                        "paid_at": seconds[paid_second],
-                        "updated_at": seconds[paid_second],
-                    }
-                )
-                if status == "refunded":
-                    # Refunds come hours later but, per the spec, still on the order's UTC day.
-                    refunded_at = seconds[min(paid_second + 3600 + int(rand() * 14_400), LAST_SECOND)]
-                    payments.append(
-                        {
-                            "payment_id": order_id * 10 + 2,
-                            "order_id": order_id,
-                            "payment_method": methods[k],
-                            "payment_status": "refunded",
-                            "amount_cents": total,
-                            "paid_at": refunded_at,
-                            "updated_at": refunded_at,
-                        }
-                    )
-            last_activity[customer_id] = second  # orders come in time order: the last one wins
-            day_data.purchases.append((second, customer_id, order_pids))
-
-        for customer_id in range(first_new_id, first_new_id + per_day):
-            # A new customer's orders all follow the signup, so the signup only counts without orders.
-            last_activity.setdefault(customer_id, self._signup_second(customer_id))
-        day_data.customers = [
-            self._customer_record(customer_id, di, seconds[last_activity[customer_id]])
-            for customer_id in sorted(last_activity)
-        ]
-        for table in ("customers", *DAILY_TABLES):
-            day_data.bad[table] = self._corrupt(table, day, getattr(day_data, table))
-        return day_data
+            h = _mix(_SALT_LIFECYCLE, order_id)  # 16 bits to pay, 20 to ship, 20 to deliver
+            settled[k] = paid = min(ordered[k] + pay_low + (h & 0xFFFF) % pay_span, LAST_SECOND)
+            if outcome == _CANCELLED:
+                continue
+            shipped[k] = ship = paid + ship_low + (((h >> 16) & 0xFFFFF) * ship_span >> 20)
+            delivered[k] = delivery = ship + delivery_low + (((h >> 36) & 0xFFFFF) * delivery_span >> 20)
+            if outcome == _REFUNDED:
+                earliest, latest = delivery + REFUND_AFTER_DELIVERY, ordered[k] + deadline
+                refunded[k] = refund = earliest + _mix(_SALT_REFUND, order_id) % (latest - earliest + 1)
+                refunds.append(refund << _INDEX_BITS | k)
+        refunds.sort()
+        item_starts = array("i", accumulate(item_counts, initial=0))
+        return _Ledger(
+            day=day,
+            start=(day - EPOCH).days * SECONDS_PER_DAY,
+            first_order_id=first_order_id,
+            ordered=array("i", ordered),
+            customer_ids=array("i", customer_ids),
+            outcomes=bytes(outcomes),
+            channels=bytes(channels),
+            methods=bytes(methods),
+            item_starts=item_starts,
+            settled=array("i", settled),
+            shipped=array("i", shipped),
+            delivered=array("i", delivered),
+            refunded=array("i", refunded),
+            refunds=array("q", refunds),
+            bad_orders=self._bad_positions("orders", day, n),
+            bad_items=self._bad_positions("order_items", day, item_starts[-1]),
+            totals=array("q", bytes(8 * n)),
+        )
 
     def _build_web_day(self, day: date) -> _WebDay:
-        commerce = self._commerce(day)
+        ledger = self._ledger(day)
         catalog = self._catalog(day)
         seconds = _day_seconds(day)
         rng = self._rng("web_events", day)
@@ -710,7 +1186,8 @@ class ShopWorld:
         start_keys: list[float] = []
         n_events = 0
 
-        for purchase_second, customer_id, order_pids in commerce.purchases:
+        for k, (purchase_second, customer_id) in enumerate(zip(ledger.ordered, ledger.customer_ids, strict=True)):
+            order_pids = [line[0] for line in self._lines(ledger, k)]
             steps = [_PAGE_STEPS[int(rand() * n_pages)]]
             if rand() < 0.3:  # a look at something they did not buy
                 steps.append(_VIEW_STEPS[next_product()])

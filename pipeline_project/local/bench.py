@@ -45,9 +45,11 @@ def _peak_rss_mb() -> dict[str, float]:
 def _stage_seconds_from_manifests(lake_root: Path) -> dict[str, float]:
     totals = {"extract": 0.0, "validate": 0.0, "dedupe": 0.0, "write_raw": 0.0}
     source_rows = 0
-    for manifest_path in (lake_root / "manifests").glob("*/*.json"):
+    for manifest_path in (lake_root / "manifests").glob("*/date=*.json"):
+        if manifest_path.name.endswith(".rejected.json"):
+            continue
         manifest = json.loads(manifest_path.read_text())
-        source_rows += manifest["source_reported_count"] or 0
+        source_rows += manifest["fetched_count"]
         for stage in totals:
             totals[stage] += manifest["stage_seconds"].get(stage, 0.0)
     return {**{k: round(v, 2) for k, v in totals.items()}, "source_rows": source_rows}
@@ -74,7 +76,7 @@ def _run_bare(days: int) -> dict:
     from pipeline_project import warehouse
     from pipeline_project.checks import count_failures
     from pipeline_project.contracts import MART_CONTRACTS, RAW_CONTRACTS, failure_cases
-    from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, load_landing_partition, load_partition
+    from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, load_api_partition, load_landing_partition
     from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
     from pipeline_project.raw_store import Lake
     from pipeline_project.sources import ShopApiClient
@@ -87,7 +89,7 @@ def _run_bare(days: int) -> dict:
         for day in day_list:
             for table in API_TABLES:
                 contract = RAW_CONTRACTS[table]
-                load_partition(lake, contract, day, "bare", lambda s, c=contract, d=day: client.iter_batches(c, d, s))
+                load_api_partition(lake, client, contract, day, "bare")
             for table in LANDING_TABLES:
                 load_landing_partition(lake, landing, RAW_CONTRACTS[table], day, "bare", DEFAULT_MAX_FILE_BYTES)
     dbt_started = time.monotonic()

@@ -309,16 +309,16 @@ def lake_verify(args: argparse.Namespace) -> int:
             (
                 table,
                 "PROBLEM" if found else "ok",
-                manifest.source_reported_count,
+                manifest.control.get("count"),
                 manifest.loaded_count,
                 manifest.quarantined_count,
-                manifest.duplicates_dropped,
+                manifest.copies,
                 manifest.run_id[:8],
                 manifest.committed_at,
             )
         )
     say(f"raw partitions of {args.day} in {lake.root}")
-    print_table(("table", "verdict", "reported", "loaded", "quarantined", "duplicates", "run", "committed"), rows)
+    print_table(("table", "verdict", "source keys", "loaded", "quarantined", "copies", "run", "committed"), rows)
     for problem in problems:
         say(f"    {problem}")
     return 0 if all(row[1] == "ok" for row in rows) else 1

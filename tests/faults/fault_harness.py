@@ -28,7 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 MARTS = ("daily_revenue", "customer_lifetime_value", "product_performance", "web_funnel")
 LINEAGE = ("_batch_id", "_loaded_at")
-MANIFEST_COUNTS = ("source_reported_count", "fetched_count", "loaded_count", "quarantined_count", "duplicates_dropped")
+MANIFEST_COUNTS = ("source_reported_count", "fetched_count", "loaded_count", "quarantined_count", "copies_dropped")
 DIGEST = "select count(*), md5(coalesce(string_agg(r::varchar, '|' order by r::varchar), '')) from ({}) r"
 
 
@@ -206,9 +206,11 @@ def lake_fingerprint(lake_dir: Path, tables: tuple[str, ...]) -> dict[str, dict[
                 files = [str(path) for path in sorted((root / layer / table).glob("*/*.parquet"))]
                 query = f"select * exclude ({', '.join(LINEAGE)}) from read_parquet({files!r})"
                 entries[layer] = _digest(connection, query) if files else (0, "")
-            for path in sorted((root / "manifests" / table).glob("*.json")):
+            for path in sorted((root / "manifests" / table).glob("date=*.json")):
+                if path.name.endswith(".rejected.json"):
+                    continue
                 manifest = json.loads(path.read_text())
-                entries[path.stem] = tuple(manifest[name] for name in MANIFEST_COUNTS)
+                entries[path.stem] = tuple(str(manifest[name]) for name in MANIFEST_COUNTS)
             prints[table] = entries
     return prints
 

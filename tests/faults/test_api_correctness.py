@@ -17,11 +17,20 @@ from pipeline_project.contracts import QUARANTINE_REASON, RAW_CONTRACTS
 from pipeline_project.definitions import defs
 from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
 from pipeline_project.demo_source.server import LATE_ARRIVAL_DELAY
-from pipeline_project.ingestion import API_TABLES, load_partition, raw_asset_key, reconciliation_result
+from pipeline_project.ingestion import API_TABLES, api_read, raw_asset_key, reconciliation_result
+from pipeline_project.loading import PartitionRead, load_partition
 from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.reconcile import CONTROL_ENDPOINT, ControlFigures, key_text
 from pipeline_project.resources import ShopApiResource
 from pipeline_project.schema_drift import conform
-from pipeline_project.sources import ShopApiClient, SourceError, iter_landing_batches, observed_frame, source_host
+from pipeline_project.sources import (
+    ShopApiClient,
+    SourceError,
+    day_filter,
+    iter_landing_batches,
+    observed_frame,
+    source_host,
+)
 
 from conftest import TOKEN
 
@@ -55,7 +64,7 @@ def _client(server, **options) -> ShopApiClient:
 
 def _load(lake: Lake, client: ShopApiClient, table: str, day: date = DAY):
     contract = RAW_CONTRACTS[table]
-    return load_partition(lake, contract, day, "test-run", lambda stats: client.iter_batches(contract, day, stats))
+    return load_partition(lake, contract, day, "test-run", api_read(client, contract, day_filter(table, day))).manifest
 
 
 def _raw(lake: Lake, table: str, day: date = DAY) -> pl.DataFrame:
@@ -92,10 +101,10 @@ def test_an_outage_opens_the_circuit_and_the_rest_of_the_run_fails_fast(source, 
     # With it the bound is failure_threshold + one probe per elapsed cool-down = 4 + 0.
     assert len(failures) * attempts == 30
     assert source.request_count == threshold
-    assert "GET /v1/customers answered HTTP 503" in str(failures[0])
+    assert "GET /v1/customers/control answered HTTP 503" in str(failures[0])
     host = f"127.0.0.1:{source.port}"
     opened = re.compile(
-        rf"GET /v1/\w+ not sent: circuit open for {re.escape(host)} since (\S+) after 4 consecutive failed "
+        rf"GET /v1/\w+/control not sent: circuit open for {re.escape(host)} since (\S+) after 4 consecutive failed "
         r"requests \(last: HTTP 503\); next try at (\S+)$"
     )
     for failure in failures[1:]:
@@ -132,9 +141,9 @@ def test_after_the_cooldown_one_probe_goes_out_and_a_recovered_source_is_read_co
         clock.advance(60)
         manifest = _load(lake, client, "orders")
     assert not breaker.is_open
-    assert manifest.reconciled and manifest.duplicates_dropped == 0
+    assert manifest.reconciled and manifest.copies == 0
     assert_frame_equal(_raw(lake, "orders"), _served(source.world, "orders"))
-    assert source.request_count == 3 + manifest.pages
+    assert source.request_count == 3 + 2 + manifest.pages, "the probe, the control figures twice, the pages"
 
 
 def test_the_clients_of_one_run_share_the_breaker_of_its_resource(source, tmp_path):
@@ -163,24 +172,19 @@ def test_records_sent_twice_are_loaded_once_and_counted(source, tmp_path, table)
     expected = _served(source.world, table)
     injected = faults.duplicates_in(expected.height)
     assert injected > 0
-    assert manifest.source_reported_count == manifest.fetched_count == expected.height + injected
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (
-        expected.height,
-        0,
-        injected,
-    )
+    assert manifest.source_reported_count == expected.height, "total counts distinct records, not the copies"
+    assert manifest.fetched_count == expected.height + injected
+    assert (manifest.loaded_count, manifest.quarantined_count) == (expected.height, 0)
+    assert manifest.copies_dropped == {"identical": injected, "newer_version": 0, "older_version": 0}
+    assert manifest.accounted["count"] == manifest.control["count"] == expected.height
     assert_frame_equal(_raw(lake, table).sort(RAW_CONTRACTS[table].primary_key), expected)
 
     check = reconciliation_result(table, lake, [DAY])
     assert check.passed
-    assert {name: check.metadata[f"{name}_rows"].value for name in ("source_reported", "fetched")} == {
-        "source_reported": expected.height + injected,
-        "fetched": expected.height + injected,
-    }
-    assert {name: check.metadata[f"{name}_rows"].value for name in ("loaded", "quarantined", "duplicates_dropped")} == {
-        "loaded": expected.height,
-        "quarantined": 0,
-        "duplicates_dropped": injected,
+    assert {name: check.metadata[name].value for name in ("accounted_keys", "control_keys", "copies_dropped")} == {
+        "accounted_keys": expected.height,
+        "control_keys": expected.height,
+        "copies_dropped": injected,
     }
 
 
@@ -193,16 +197,13 @@ def test_a_landing_file_delivered_twice_loads_its_events_once(tmp_path):
     repeated = len(relanded.read_bytes().splitlines())
     contract = RAW_CONTRACTS["web_events"]
     lake = Lake(tmp_path / "lake")
-    manifest = load_partition(
-        lake,
-        contract,
-        DAY,
-        "test-run",
-        lambda stats: iter_landing_batches(contract, sorted([*files, relanded]), stats, batch_rows=100),
+    read = PartitionRead(
+        lambda stats: iter_landing_batches(contract, sorted([*files, relanded]), stats, batch_rows=100), attempts=1
     )
+    manifest = load_partition(lake, contract, DAY, "test-run", read).manifest
     events = world.record_counts(DAY)["web_events"]
     assert manifest.reconciled and manifest.fetched_count == events + repeated
-    assert (manifest.loaded_count, manifest.duplicates_dropped) == (events, repeated)
+    assert manifest.loaded_count == events and manifest.copies_dropped["identical"] == repeated
     raw = _raw(lake, "web_events")
     assert raw.height == raw["event_id"].n_unique() == events
 
@@ -226,7 +227,7 @@ def test_the_latest_version_of_a_record_sent_twice_wins_whatever_the_order_of_ar
         .alias("updated_at")
     )
     assert_frame_equal(_raw(lake, "orders").sort("order_id"), expected)
-    assert manifest.reconciled and manifest.duplicates_dropped == sum(resent) > 0
+    assert manifest.reconciled and manifest.copies == sum(resent) > 0
     assert manifest.quarantined_count == 0
 
 
@@ -243,15 +244,20 @@ def _order(order_id: int, status: str, updated_at: str) -> dict:
 
 
 def _load_batches(lake: Lake, table: str, batches: list[list[dict]]):
-    """Load hand-made source batches of one partition through the real writer."""
+    """Load hand-made source batches of one partition through the real writer, against control figures that
+    name exactly the distinct keys of the batches (the source's truth for these tests); landing tables are
+    reconciled by the lines read, as ingestion does."""
     contract = RAW_CONTRACTS[table]
+    keys = {key_text(record[contract.primary_key]) for batch in batches for record in batch}
 
     def stream(stats):
-        stats.source_reported_count = stats.fetched_count = sum(len(batch) for batch in batches)
         for batch in batches:
+            stats.fetched_count += len(batch)
             yield observed_frame(batch)
 
-    return load_partition(lake, contract, DAY, "test-run", stream)
+    control = None if contract.from_landing_files else (lambda: ControlFigures.of_keys(CONTROL_ENDPOINT, keys))
+    read = PartitionRead(stream, control=control, attempts=1)
+    return load_partition(lake, contract, DAY, "test-run", read).manifest
 
 
 def test_duplicates_resolve_across_batches_and_unresolvable_conflicts_are_quarantined(tmp_path):
@@ -280,9 +286,60 @@ def test_duplicates_resolve_across_batches_and_unresolvable_conflicts_are_quaran
         (4, "cancelled", "order_id:conflicting_duplicate"),
         (4, "paid", "order_id:conflicting_duplicate"),
     ]
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (3, 3, 3)
+    assert (manifest.loaded_count, manifest.quarantined_count) == (3, 3)
+    assert manifest.copies_dropped == {"identical": 1, "newer_version": 2, "older_version": 0}
     assert manifest.quarantine_reasons == {"order_id:conflicting_duplicate": 2, "order_status:isin": 1}
+    assert manifest.accounted["count"] == 5
     assert manifest.reconciled and not lake.verify(manifest)
+
+
+def test_every_copy_dropped_is_classified_by_how_it_arrived(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    t1, t2, t3 = "2026-03-14T10:05:00Z", "2026-03-14T11:00:00Z", "2026-03-14T12:00:00Z"
+    manifest = _load_batches(
+        lake,
+        "orders",
+        [
+            [_order(1, "paid", t1), _order(2, "shipped", t2), _order(3, "paid", t1)],
+            [
+                _order(1, "paid", t1),  # identical re-send
+                _order(1, "paid", t1),  # and another
+                _order(2, "paid", t1),  # a stale copy after the newer version: older_version
+                _order(3, "shipped", t2),  # the record changed while it was read: the first arrival is replaced
+                _order(3, "delivered", t3),  # and changed again
+            ],
+        ],
+    )
+    assert manifest.copies_dropped == {"identical": 2, "newer_version": 2, "older_version": 1}
+    assert _raw(lake, "orders").sort("order_id").select("order_id", "order_status").rows() == [
+        (1, "paid"),
+        (2, "shipped"),
+        (3, "delivered"),
+    ]
+    assert manifest.fetched_count == manifest.loaded_count + manifest.quarantined_count + manifest.copies == 8
+
+
+@pytest.mark.parametrize(
+    "stamp", [None, "last tuesday", "2026-02-30T10:00:00Z"], ids=["missing", "not_a_timestamp", "impossible_date"]
+)
+def test_versions_that_cannot_be_ordered_are_all_quarantined_never_dropped(tmp_path, stamp):
+    lake = Lake(tmp_path / "lake")
+    unstamped = _order(1, "shipped", "2026-03-14T10:05:00Z") | {"updated_at": stamp}
+    manifest = _load_batches(
+        lake,
+        "orders",
+        [
+            [_order(1, "paid", "2026-03-14T10:05:00Z"), _order(2, "paid", "2026-03-14T10:05:00Z")],
+            [unstamped, unstamped, _order(2, "paid", "2026-03-14T10:05:00Z")],
+        ],
+    )
+    assert _raw(lake, "orders")["order_id"].to_list() == [2]
+    quarantined = pl.read_parquet(lake.quarantine_path("orders", DAY)).sort("order_status")
+    assert quarantined["order_id"].to_list() == [1, 1], "both versions of order 1 are kept, with the reason"
+    assert quarantined["order_status"].to_list() == ["paid", "shipped"]
+    assert all("order_id:unorderable_versions" in reason for reason in quarantined[QUARANTINE_REASON])
+    assert manifest.copies_dropped == {"identical": 2, "newer_version": 0, "older_version": 0}
+    assert manifest.reconciled and manifest.accounted["count"] == 2
 
 
 def test_events_without_updated_at_keep_identical_copies_once_and_quarantine_differing_ones(tmp_path):
@@ -310,7 +367,7 @@ def test_events_without_updated_at_keep_identical_copies_once_and_quarantine_dif
         ("e-2", "bogus", "event_type:isin; event_id:conflicting_duplicate"),
         ("e-2", "page_view", "event_id:conflicting_duplicate"),
     ]
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (1, 2, 1)
+    assert (manifest.loaded_count, manifest.quarantined_count, manifest.copies) == (1, 2, 1)
     assert manifest.reconciled and not lake.verify(manifest)
 
 
@@ -336,7 +393,7 @@ def test_late_orders_are_missed_first_and_land_in_their_own_day_on_the_lookback_
     not_yet_arrived = {
         o["order_id"]
         for o in orders
-        if o["order_id"] in late and o["updated_at"] + LATE_ARRIVAL_DELAY > first_run.replace(tzinfo=None)
+        if o["order_id"] in late and o["ordered_at"] + LATE_ARRIVAL_DELAY > first_run.replace(tzinfo=None)
     }
     assert not_yet_arrived, "the scenario needs orders that reach the source after the first run"
     lake = Lake(state_dir / "lake")
@@ -356,7 +413,7 @@ def test_late_orders_are_missed_first_and_land_in_their_own_day_on_the_lookback_
     rerun = _raw(lake, "orders")
     assert rerun.height == rerun["order_id"].n_unique() == len(orders)
     arrived_late = rerun.filter(pl.col("order_id").is_in(list(late)))
-    assert (arrived_late["updated_at"].dt.date() == DAY + timedelta(days=1)).all()
+    assert (arrived_late["updated_at"].dt.date() >= DAY + timedelta(days=1)).all(), "stamped when they arrived"
     with duckdb.connect() as connection:
         partitions = connection.execute(
             "select _partition_date, count(*), count(distinct order_id) from read_parquet(?) "
@@ -377,8 +434,8 @@ def test_records_sharing_updated_at_across_page_cuts_are_each_loaded_once(source
     expected = _served(source.world, "products")
     assert expected["updated_at"].n_unique() == 1 and expected.height == 500
     assert_frame_equal(_raw(lake, "products").sort("product_id"), expected)
-    assert manifest.reconciled and manifest.duplicates_dropped == faults.duplicates_in(500)
-    assert source.request_count == manifest.pages == 72
+    assert manifest.reconciled and manifest.copies == faults.duplicates_in(500)
+    assert manifest.pages == 72 and source.request_count == 72 + 2, "the pages and the control figures twice"
 
 
 def test_fault_settings_are_validated_with_the_setting_named():

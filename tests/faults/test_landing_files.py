@@ -71,12 +71,22 @@ def raw_rows(state: Path) -> list[tuple]:
         ).fetchall()
 
 
-def quarantined_ids(state: Path) -> set[str]:
+def quarantined_ids(state: Path) -> list[str | None]:
     with duckdb.connect() as connection:
         rows = connection.execute(
             "select event_id from read_parquet(?)", [str(Lake(state / "lake").quarantine_path(TABLE, DAY))]
         ).fetchall()
-    return {event_id for (event_id,) in rows}
+    return [event_id for (event_id,) in rows]
+
+
+def quarantined_rows(state: Path) -> dict[str, list]:
+    """The quarantine's reason and rejected values of the rows without a key (lines that are not records)."""
+    with duckdb.connect() as connection:
+        rows = connection.execute(
+            "select _quarantine_reason, _rejected_values from read_parquet(?) where event_id is null",
+            [str(Lake(state / "lake").quarantine_path(TABLE, DAY))],
+        ).fetchall()
+    return {"_quarantine_reason": [r for r, _ in rows], "_rejected_values": [v for _, v in rows]}
 
 
 def reason(state: Path, stored_name: str) -> dict:
@@ -173,7 +183,9 @@ def test_unsafe_names_and_nested_folders_are_rejected_under_safe_names(state_dir
     assert_invariants(state_dir, accepted, rejected=stored)
 
 
-def test_binary_and_truncated_files_are_rejected_with_the_first_bad_line(state_dir, world, instance, monkeypatch):
+def test_a_binary_file_is_rejected_and_a_truncated_one_loads_all_but_its_cut_line(
+    state_dir, world, instance, monkeypatch
+):
     # Small batches, so the truncated file's bad line is found many batches after its good lines were read.
     monkeypatch.setattr(ingestion, "BATCH_ROWS", 500)
     accepted = land(state_dir, world)
@@ -182,24 +194,47 @@ def test_binary_and_truncated_files_are_rejected_with_the_first_bad_line(state_d
     truncated = complete[: len(complete) - 40]
     (folder(state_dir, "incoming") / "image.jsonl").write_bytes(binary)
     (folder(state_dir, "incoming") / "truncated.jsonl").write_bytes(truncated)
+    accepted["truncated.jsonl"] = 1_234
 
     result = materialize(instance, state_dir)
 
     assert result.success
-    image, cut = reason(state_dir, "image.jsonl"), reason(state_dir, "truncated.jsonl")
-    assert (image["reason"], image["first_bad_line"]) == ("malformed", 1)
-    assert (cut["reason"], cut["first_bad_line"]) == ("malformed", 1_234)
-    assert "not UTF-8 JSON" in cut["detail"]
-    assert cut["sha256"] == hashlib.sha256(truncated).hexdigest() and cut["size"] == len(truncated)
-    assert (folder(state_dir, "rejected") / "truncated.jsonl").read_bytes() == truncated
+    image = reason(state_dir, "image.jsonl")
+    assert (image["reason"], image["first_bad_line"]) == ("binary", 1)
     assert {
         r["file"]: r["reason"] for r in landing_check(result).metadata["rejected_files"].value[DAY.isoformat()]
-    } == {
-        "image.jsonl": "malformed",
-        "truncated.jsonl": "malformed",
-    }
-    assert_invariants(state_dir, accepted, rejected={"image.jsonl", "truncated.jsonl"})
-    assert not [row for row in raw_rows(state_dir) if row[0].startswith("e-extra")]
+    } == {"image.jsonl": "binary"}
+    assert_invariants(state_dir, accepted, rejected={"image.jsonl"}, quarantined=1)
+    assert len([row for row in raw_rows(state_dir) if row[0].startswith("e-extra")]) == 1_233
+    cut = quarantined_rows(state_dir)
+    assert cut["_quarantine_reason"] == ["line:malformed_json (truncated.jsonl:1234)"]
+    assert json.loads(cut["_rejected_values"][0])["line"] == truncated.splitlines()[-1].decode()
+    manifest = Lake(state_dir / "lake").read_manifest(TABLE, DAY)
+    assert manifest.fetched_count == sum(accepted.values()), "every line read is in the ledger"
+
+
+def test_a_bad_line_is_quarantined_alone_with_its_file_and_line(state_dir, world, instance):
+    accepted = land(state_dir, world)
+    lines = [
+        b"\xef\xbb\xbf" + (GOOD_LINE % (0, b"2026-03-14T12:00:00Z")).replace(b"\n", b"\r\n"),  # BOM and CRLF: fine
+        b"not json at all\r\n",
+        b"[1, 2, 3]\n",
+        b"\xff\xfe not utf-8\n",
+        GOOD_LINE % (1, b"2026-03-14T12:00:00Z"),
+    ]
+    (folder(state_dir, "incoming") / "mixed.jsonl").write_bytes(b"".join(lines))
+    accepted["mixed.jsonl"] = len(lines)
+
+    result = materialize(instance, state_dir)
+
+    assert result.success and landing_check(result).passed
+    assert_invariants(state_dir, accepted, rejected=set(), quarantined=3)
+    assert sorted(quarantined_rows(state_dir)["_quarantine_reason"]) == [
+        "line:json_list_not_object (mixed.jsonl:3)",
+        "line:malformed_json (mixed.jsonl:2)",
+        "line:not_utf8 (mixed.jsonl:4)",
+    ]
+    assert {row[0] for row in raw_rows(state_dir) if row[0].startswith("e-extra")} == {"e-extra-0", "e-extra-1"}
 
 
 def test_bad_records_are_quarantined_and_their_file_archived(state_dir, instance):
@@ -217,7 +252,7 @@ def test_bad_records_are_quarantined_and_their_file_archived(state_dir, instance
     result = materialize(instance, state_dir)
 
     assert result.success and landing_check(result).passed
-    assert quarantined_ids(state_dir) == set(bad)
+    assert set(quarantined_ids(state_dir)) == set(bad)
     assert not folder(state_dir, "rejected").exists()
     assert_invariants(state_dir, accepted, rejected=set(), quarantined=len(bad))
 

@@ -17,7 +17,8 @@ from polars.testing import assert_frame_equal
 
 from pipeline_project.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES, split_batch
 from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingestion import load_partition, reconciliation_result
+from pipeline_project.ingestion import load_api_partition, reconciliation_result
+from pipeline_project.loading import PartitionRead, load_partition
 from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.schema_drift import PartitionDriftWatch, SchemaDriftError, TypeChange, compare, conform
 from pipeline_project.sources import ShopApiClient, iter_landing_batches, observed_frame
@@ -157,7 +158,7 @@ def test_a_column_whose_type_changed_wholesale_is_still_breaking_drift():
 def _load_orders(lake: Lake, url: str):
     contract = RAW_CONTRACTS["orders"]
     with ShopApiClient(url, TOKEN, page_size=50, max_backoff_seconds=0.05) as client:
-        return load_partition(lake, contract, DAY, "test-run", lambda stats: client.iter_batches(contract, DAY, stats))
+        return load_api_partition(lake, client, contract, DAY, "test-run").manifest
 
 
 def _raw(lake: Lake, table: str) -> pl.DataFrame:
@@ -188,7 +189,7 @@ def test_garbage_of_the_wrong_type_from_the_api_quarantines_exactly_its_rows(tmp
     }
     assert set(injected.values()) == set(ORDER_GARBAGE)
     assert manifest.source_reported_count == manifest.fetched_count == len(listing)
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (
+    assert (manifest.loaded_count, manifest.quarantined_count, manifest.copies) == (
         len(listing) - len(injected),
         len(injected),
         0,
@@ -228,11 +229,10 @@ def test_garbage_of_the_wrong_type_in_a_landing_file_quarantines_its_lines(tmp_p
     file.write_bytes(b"".join(json.dumps(event).encode() + b"\n" for event in sent) + b"\n")
     lake = Lake(tmp_path / "lake")
 
-    manifest = load_partition(
-        lake, WEB_EVENTS, DAY, "landing", lambda stats: iter_landing_batches(WEB_EVENTS, [file], stats, batch_rows=10)
-    )
+    read = PartitionRead(lambda stats: iter_landing_batches(WEB_EVENTS, [file], stats, batch_rows=10), attempts=1)
+    manifest = load_partition(lake, WEB_EVENTS, DAY, "landing", read).manifest
 
-    assert (manifest.source_reported_count, manifest.fetched_count) == (20, 20)
+    assert manifest.fetched_count == manifest.control["count"] == 20, "the control figure of a file: its lines"
     assert (manifest.loaded_count, manifest.quarantined_count) == (17, 3)
     quarantined = pl.read_parquet(lake.quarantine_path("web_events", DAY))
     assert {

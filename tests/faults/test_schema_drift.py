@@ -19,7 +19,8 @@ import pytest
 
 from pipeline_project.contracts import RAW_CONTRACTS
 from pipeline_project.definitions import defs
-from pipeline_project.ingestion import RECONCILIATION_CHECK, SCHEMA_DRIFT_CHECK, load_partition, raw_asset_key
+from pipeline_project.ingestion import RECONCILIATION_CHECK, SCHEMA_DRIFT_CHECK, raw_asset_key
+from pipeline_project.loading import PartitionRead, load_partition
 from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.resources import LakeResource, ShopApiResource
 from pipeline_project.schema_drift import (
@@ -195,7 +196,11 @@ def test_breaking_drift_in_a_landing_file_names_the_file_and_commits_nothing(tmp
 
     with pytest.raises(SchemaDriftError) as failure:
         load_partition(
-            lake, web_events, day, "drift", lambda stats: iter_landing_batches(web_events, [good, drifted], stats)
+            lake,
+            web_events,
+            day,
+            "drift",
+            PartitionRead(lambda stats: iter_landing_batches(web_events, [good, drifted], stats), attempts=1),
         )
     assert f"in landing file {drifted};" in str(failure.value)
     assert failure.value.diff.render().splitlines() == [

@@ -22,7 +22,8 @@ from polars.testing import assert_frame_equal
 
 from pipeline_project.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES
 from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingestion import load_partition, reconciliation_result
+from pipeline_project.ingestion import api_read, load_api_partition, reconciliation_result
+from pipeline_project.loading import load_partition
 from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.sources import ShopApiClient, SourceError
 
@@ -66,7 +67,7 @@ def _client(url: str, **options) -> ShopApiClient:
 def _load(lake: Lake, url: str, table: str = TABLE, day: date = DAY, **options):
     contract = RAW_CONTRACTS[table]
     with _client(url, **options) as client:
-        return load_partition(lake, contract, day, "test-run", lambda stats: client.iter_batches(contract, day, stats))
+        return load_api_partition(lake, client, contract, day, "test-run").manifest
 
 
 def _partition_state(lake: Lake, table: str = TABLE, day: date = DAY) -> dict:
@@ -101,7 +102,7 @@ def _recovers_to_the_clean_data(lake: Lake, source: DemoShopServer) -> None:
     clean = _raw(lake)
     source.set_faults(Faults())
     manifest = _load(lake, source.url)
-    assert manifest.reconciled and (manifest.quarantined_count, manifest.duplicates_dropped) == (0, 0)
+    assert manifest.reconciled and (manifest.quarantined_count, manifest.copies) == (0, 0)
     assert manifest.source_reported_count == manifest.fetched_count == manifest.loaded_count == clean.height
     assert_frame_equal(_raw(lake), clean)
     assert reconciliation_result(TABLE, lake, [DAY]).passed
@@ -115,7 +116,7 @@ def test_a_handler_slower_than_the_read_timeout_fails_in_bounded_time_and_commit
     started = time.monotonic()
     requests, failure = _requests_during(source, lambda: _fails_leaving_the_partition_as_it_was(lake, source.url))
     elapsed = time.monotonic() - started
-    assert str(failure).startswith("GET /v1/orders failed: ReadTimeout")
+    assert str(failure).startswith("GET /v1/orders/control failed: ReadTimeout")
     assert failure.retryable
     assert requests == ATTEMPTS, "each attempt timed out once; no more attempts than the policy"
     # Bounded by attempts x read timeout + backoff (capped at 0.05 s) + slack for a loaded machine.
@@ -158,7 +159,7 @@ def test_a_socket_that_accepts_and_never_answers_fails_in_bounded_time_and_commi
         failure = _fails_leaving_the_partition_as_it_was(lake, silent.url)
         elapsed = time.monotonic() - started
         assert len(silent.accepted) == ATTEMPTS, "every attempt reconnects after its read timed out"
-    assert str(failure).startswith("GET /v1/orders failed: ReadTimeout")
+    assert str(failure).startswith("GET /v1/orders/control failed: ReadTimeout")
     assert elapsed < ATTEMPTS * (READ_TIMEOUT + 0.05) + 2
     _recovers_to_the_clean_data(lake, source)
 
@@ -170,17 +171,19 @@ def test_a_body_cut_short_on_the_wire_is_retried_and_every_record_loads_once(sou
     clean = _raw(lake)
     source.set_faults(Faults(truncate_every=2))
     requests, manifest = _requests_during(source, lambda: _load(lake, source.url))
-    assert manifest.reconciled and (manifest.quarantined_count, manifest.duplicates_dropped) == (0, 0)
+    assert manifest.reconciled and (manifest.quarantined_count, manifest.copies) == (0, 0)
     assert manifest.fetched_count == manifest.loaded_count == clean.height
     pages = -(-clean.height // PAGE_SIZE)
-    assert manifest.pages == pages and requests == 2 * pages - 1, "each cut page after the first was asked again"
+    # Every even request is cut: the control figures before the read pass, each page is cut once and asked
+    # again, and so are the control figures after it.
+    assert manifest.pages == pages and requests == 2 * pages + 3
     assert_frame_equal(_raw(lake), clean)
 
 
 def test_a_body_always_cut_short_fails_after_its_attempts_and_commits_nothing(source, lake):
     source.set_faults(Faults(truncate_every=1))
     requests, failure = _requests_during(source, lambda: _fails_leaving_the_partition_as_it_was(lake, source.url))
-    assert str(failure).startswith("GET /v1/orders failed: RemoteProtocolError")
+    assert str(failure).startswith("GET /v1/orders/control failed: RemoteProtocolError")
     assert failure.retryable and requests == ATTEMPTS
     _recovers_to_the_clean_data(lake, source)
 
@@ -190,7 +193,7 @@ def test_json_that_ends_early_is_retried_then_fails_and_commits_nothing(source, 
     requests, failure = _requests_during(source, lambda: _fails_leaving_the_partition_as_it_was(lake, source.url))
     assert str(failure).startswith("GET /v1/orders answered 200 with ")
     assert "bytes that are not complete JSON" in str(failure)
-    assert failure.retryable and requests == ATTEMPTS
+    assert failure.retryable and requests == 1 + ATTEMPTS, "the control figures, then every attempt of page 1"
     _recovers_to_the_clean_data(lake, source)
 
 
@@ -198,49 +201,73 @@ def test_a_page_without_its_next_link_fails_the_partition_after_pages_had_arrive
     source.set_faults(Faults(omit_next_cursor_after=2))
     requests, failure = _requests_during(source, lambda: _fails_leaving_the_partition_as_it_was(lake, source.url))
     assert str(failure) == (
-        "GET /v1/orders answered 200 with a JSON object in which next_cursor is missing; "
+        "GET /v1/orders answered with a JSON object in which next_cursor is missing; "
         "expected a JSON object with data, next_cursor and total"
     )
     assert not failure.retryable, "a source that dropped a field of its API needs a person, not a retry"
-    assert requests == 2, "the first page was read, the second was rejected at once"
+    assert requests == 3, "the control figures and the first page were read, the second was rejected at once"
     _recovers_to_the_clean_data(lake, source)
 
 
 @pytest.mark.parametrize("offset", [7, -7], ids=["fewer-records-than-reported", "more-records-than-reported"])
-def test_a_reported_total_that_differs_from_the_records_fails_the_partition(source, lake, offset):
+def test_a_wrong_total_decides_nothing_the_keys_reconcile_against_the_control_figures(source, lake, offset):
+    # `total` is the listing's own claim: recorded, compared, never trusted. The records are all there, which
+    # the control figures prove, so the partition loads; a total that agrees with a broken listing cannot
+    # pass either (tests/faults/test_listing_loss.py).
+    clean = _raw(lake)
     served = source.world.record_counts(DAY)[TABLE]
     source.set_faults(Faults(total_offset=offset))
-    failure = _fails_leaving_the_partition_as_it_was(lake, source.url)
-    pages = -(-served // PAGE_SIZE)
-    assert str(failure) == (
-        f"GET /v1/orders?date=2026-03-14: the source reported {served + offset} records but its {pages} page(s) "
-        f"held {served}; nothing of the partition was committed"
-    )
-    assert failure.retryable
-    _recovers_to_the_clean_data(lake, source)
+    manifest = _load(lake, source.url)
+    assert manifest.reconciled and manifest.source_reported_count == served + offset
+    assert manifest.control["count"] == manifest.accounted["count"] == manifest.loaded_count == served
+    assert_frame_equal(_raw(lake), clean)
 
 
-def test_a_listing_whose_total_changes_between_pages_fails_the_partition(source, lake):
+def test_a_listing_whose_total_changes_between_pages_is_read_again(source, lake):
     contract = RAW_CONTRACTS[TABLE]
+    clean = _raw(lake)
+    reads = []
 
     def records_arrive_after_the_first_page(client, stats):
+        reads.append(stats)
         for index, batch in enumerate(client.iter_batches(contract, DAY, stats, batch_rows=1)):
-            if index == 0:
+            if index == 0 and len(reads) == 1:
                 source.set_faults(Faults(total_offset=3))
             yield batch
 
-    before = _partition_state(lake)
-    with _client(source.url) as client, pytest.raises(SourceError) as failure:
-        load_partition(
-            lake, contract, DAY, "test-run", lambda stats: records_arrive_after_the_first_page(client, stats)
-        )
+    with _client(source.url) as client:
+        read = api_read(client, contract, {"date": DAY.isoformat()}, attempts=2)
+        read.batches = lambda stats: records_arrive_after_the_first_page(client, stats)
+        result = load_partition(lake, contract, DAY, "test-run", read)
     served = source.world.record_counts(DAY)[TABLE]
-    assert str(failure.value) == (
-        f"GET /v1/orders?date=2026-03-14: the listing changed while it was read (page 2 reports {served + 3} "
-        f"records, the first page {served}); nothing of the partition was committed"
+    assert len(reads) == 2, "the first read broke off when the total changed; the second read the listing whole"
+    assert reads[0].pages == 2 and reads[1].source_reported_count == served + 3
+    assert result.committed and result.manifest.reconciled and result.manifest.attempts == 2
+    assert_frame_equal(_raw(lake), clean)
+
+
+def test_a_listing_whose_total_keeps_changing_is_rejected_and_says_so(source, lake):
+    contract = RAW_CONTRACTS[TABLE]
+    before = _partition_state(lake)
+
+    def total_moves_on_every_page(client, stats):
+        source.set_faults(Faults())
+        for index, batch in enumerate(client.iter_batches(contract, DAY, stats, batch_rows=1)):
+            source.set_faults(Faults(total_offset=index + 1))
+            yield batch
+
+    with _client(source.url) as client:
+        read = api_read(client, contract, {"date": DAY.isoformat()}, attempts=2)
+        read.batches = lambda stats: total_moves_on_every_page(client, stats)
+        result = load_partition(lake, contract, DAY, "test-run", read)
+    served = source.world.record_counts(DAY)[TABLE]
+    assert not result.committed and _partition_state(lake) == before and not list(lake.root.rglob("*.tmp"))
+    assert result.manifest.verdict["problems"][0] == (
+        f"the listing broke off: GET /v1/orders?date=2026-03-14: the listing changed while it was read "
+        f"(page 2 reports {served + 1} records, the first page {served})"
     )
-    assert failure.value.retryable
-    assert _partition_state(lake) == before and not list(lake.root.rglob("*.tmp"))
+    assert lake.read_rejected(TABLE, DAY).verdict == result.manifest.verdict
+    assert not reconciliation_result(TABLE, lake, [DAY]).passed
     _recovers_to_the_clean_data(lake, source)
 
 
@@ -253,11 +280,12 @@ def test_a_day_with_no_records_commits_an_empty_reconciled_partition(source, tmp
     source.set_faults(Faults(as_of="2026-03-13T00:00:00Z"))
     manifest = _load(lake, source.url)
     assert (manifest.source_reported_count, manifest.fetched_count, manifest.pages) == (0, 0, 1)
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (0, 0, 0)
+    assert (manifest.loaded_count, manifest.quarantined_count, manifest.copies) == (0, 0, 0)
     assert manifest.reconciled and not lake.verify(manifest)
     assert _raw(lake).is_empty() and _raw(lake).columns == RAW_CONTRACTS[TABLE].columns
+    assert manifest.control["count"] == manifest.accounted["count"] == 0
     check = reconciliation_result(TABLE, lake, [DAY])
-    assert check.passed and check.metadata["source_reported_rows"].value == check.metadata["loaded_rows"].value == 0
+    assert check.passed and check.metadata["control_keys"].value == check.metadata["loaded_rows"].value == 0
 
 
 @pytest.mark.parametrize(
@@ -273,9 +301,9 @@ def test_a_200_that_is_not_a_listing_fails_at_once_with_a_shape_error_naming_the
 ):
     source.set_faults(Faults(malformed_body=body))
     requests, failure = _requests_during(source, lambda: _fails_leaving_the_partition_as_it_was(lake, source.url))
-    assert str(failure).startswith(f"GET /v1/orders answered 200 with {what_arrived}")
+    assert str(failure).startswith(f"GET /v1/orders answered with {what_arrived}")
     assert str(failure).endswith("expected a JSON object with data, next_cursor and total")
-    assert not failure.retryable and requests == 1, "a wrong shape is not retried"
+    assert not failure.retryable and requests == 2, "the control figures, then one page: a wrong shape is not retried"
     _recovers_to_the_clean_data(lake, source)
 
 
@@ -326,7 +354,7 @@ def test_rows_with_garbage_are_quarantined_with_their_reason_and_the_rest_loads(
     }
     assert {faults.garbage_at(table, position) for position in range(len(listing))} - {None} == set(GARBAGE[table])
     assert manifest.source_reported_count == manifest.fetched_count == len(listing)
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (
+    assert (manifest.loaded_count, manifest.quarantined_count, manifest.copies) == (
         len(listing) - len(bad),
         len(bad),
         0,
@@ -352,7 +380,7 @@ def test_text_in_a_numeric_column_quarantines_its_row_keeping_the_text_and_the_r
     listing = _listing(source.world, "payments")
     bad = [record["payment_id"] for position, record in enumerate(listing) if faults.garbage_at("payments", position)]
     assert bad and manifest.source_reported_count == manifest.fetched_count == len(listing)
-    assert (manifest.loaded_count, manifest.quarantined_count, manifest.duplicates_dropped) == (
+    assert (manifest.loaded_count, manifest.quarantined_count, manifest.copies) == (
         len(listing) - len(bad),
         len(bad),
         0,
