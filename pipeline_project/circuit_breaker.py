@@ -12,6 +12,20 @@ So against a source that is down, one breaker sends at most
 requests, however many pages, partitions, tables and step retries ask. One breaker serves one source
 host for one run (see `ShopApiResource`), so a run's assets and step retries share it.
 
+An attempt's outcome is the last one recorded for it. A 200 is recorded as a success when it arrives, but
+if its body then turns out to be cut short, `read_body` (or `record_failure` by the same thread before its
+next `before_request`) takes that success back and counts a failed attempt, as for a 5xx: a source whose
+answers keep breaking off opens the circuit, and a half-open probe answered that way reopens it.
+
+A probe that ends without an outcome (the run was terminated, which raises a `BaseException` such as
+dagster's `DagsterExecutionInterruptedError` or `KeyboardInterrupt` past every `except Exception`) proves
+nothing about the source and must not hold the circuit half-open for good. So a probe is given up
+- when the thread that sent it asks to send another request (a synchronous caller does not start a
+  request while its previous one is in flight, so that one was abandoned): the new request is the probe;
+- by anyone, once it has been in flight for `cooldown_seconds` (its thread died or hangs).
+An abandoned probe adds one request to the bound above; giving it up after a cool-down keeps one probe per
+cool-down.
+
 The clock is wall time (`time.time`), because the error message tells an operator *when* it opened and
 when it will try again.
 """
@@ -21,11 +35,30 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
+
+Body = TypeVar("Body")
+Read = TypeVar("Read")
 
 
 class CircuitOpenError(Exception):
     """A request was not sent because the circuit for its host is open."""
+
+
+@dataclass(frozen=True)
+class _Probe:
+    thread: int
+    sent_at: float
+
+
+@dataclass(frozen=True)
+class _Success:
+    """What a success erased, so that a failure recorded later in the same attempt can take it back."""
+
+    consecutive_failures: int
+    closed_an_open_circuit: bool
 
 
 def _timestamp(epoch_seconds: float) -> str:
@@ -54,7 +87,8 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         self._last_failure = ""
         self._opened_at: float | None = None
-        self._probe_in_flight = False
+        self._probe: _Probe | None = None
+        self._attempt = threading.local()  # .success: the _Success of this thread's current attempt, if any
 
     @property
     def is_open(self) -> bool:
@@ -64,13 +98,20 @@ class CircuitBreaker:
     def before_request(self) -> None:
         """Raise CircuitOpenError unless a request may go out now (closed, or this is the half-open probe)."""
         with self._lock:
+            self._attempt.success = None
             if self._opened_at is None:
                 return
+            now = self._clock()
+            probe = self._probe
+            if probe is not None and (
+                probe.thread == threading.get_ident() or now >= probe.sent_at + self.cooldown_seconds
+            ):
+                self._probe = None  # abandoned without an outcome (see the module docstring)
             retry_at = self._opened_at + self.cooldown_seconds
-            if self._clock() >= retry_at and not self._probe_in_flight:
-                self._probe_in_flight = True
+            if now >= retry_at and self._probe is None:
+                self._probe = _Probe(threading.get_ident(), now)
                 return
-            waiting = "a probe request is in flight" if self._probe_in_flight else f"next try at {_timestamp(retry_at)}"
+            waiting = "a probe request is in flight" if self._probe else f"next try at {_timestamp(retry_at)}"
             raise CircuitOpenError(
                 f"circuit open for {self.host} since {_timestamp(self._opened_at)} after "
                 f"{self._consecutive_failures} consecutive failed requests (last: {self._last_failure}); {waiting}"
@@ -78,15 +119,34 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         with self._lock:
+            self._attempt.success = _Success(self._consecutive_failures, self._opened_at is not None)
             self._consecutive_failures = 0
             self._opened_at = None
-            self._probe_in_flight = False
+            self._probe = None
 
     def record_failure(self, description: str) -> None:
-        """Count a failed attempt; `description` (e.g. "HTTP 503") must not hold a credential or a URL."""
+        """Count a failed attempt; `description` (e.g. "HTTP 503") must not hold a credential or a URL.
+
+        After a `record_success` of the same attempt (same thread, no `before_request` since), it takes that
+        success back: the failures it erased count again, and if it closed the circuit the circuit reopens."""
         with self._lock:
+            erased: _Success | None = getattr(self._attempt, "success", None)
+            self._attempt.success = None
+            reopen = self._probe is not None
+            if erased is not None:
+                self._consecutive_failures += erased.consecutive_failures
+                reopen = reopen or erased.closed_an_open_circuit
             self._consecutive_failures += 1
             self._last_failure = description
-            if self._probe_in_flight or self._consecutive_failures >= self.failure_threshold:
+            if reopen or self._consecutive_failures >= self.failure_threshold:
                 self._opened_at = self._clock()
-            self._probe_in_flight = False
+            self._probe = None
+
+    def read_body(self, read: Callable[[Body], Read], body: Body, *, unreadable: type[Exception]) -> Read:
+        """`read(body)` for an answer already recorded as a success; if it raises `unreadable` (a 200 whose body
+        was cut short), the attempt counts as failed instead and the error propagates."""
+        try:
+            return read(body)
+        except unreadable:
+            self.record_failure("unreadable 200 body")
+            raise
