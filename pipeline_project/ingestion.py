@@ -21,7 +21,7 @@ import polars as pl
 
 from pipeline_project import fault_points
 from pipeline_project.contracts import RAW_CONTRACTS, RawTableContract, split_batch
-from pipeline_project.landing import LandingDay, read_rejections
+from pipeline_project.landing import LandingDay, LandingLinkError, read_rejections
 from pipeline_project.partitions import daily_partitions
 from pipeline_project.policies import INGESTION_GROUP, SLA_CATALOGUE
 from pipeline_project.raw_store import Lake, PartitionManifest, RawLayerFull
@@ -149,7 +149,7 @@ def schema_drift_result(table: str, lake: Lake, days: list[date]) -> dg.AssetChe
 def _step_retry_only_if_it_can_help():
     """The client already retried transient failures; the step's RetryPolicy gets another go at those
     (a source that is down for minutes), but a rejected token or request, a source whose schema broke
-    the contract, or a full disk fails the run at once."""
+    the contract, a full disk or a link in the landing folders fails the run at once."""
     try:
         yield
     except SourceError as error:
@@ -168,6 +168,8 @@ def _step_retry_only_if_it_can_help():
                 "diff": dg.MetadataValue.md(f"```\n{error.diff.render()}\n```"),
             },
         ) from None
+    except LandingLinkError as error:  # a link planted in the landing folders stays until someone removes it
+        raise dg.Failure(description=str(error), allow_retries=False) from None
 
 
 def _partition_days(context: dg.AssetExecutionContext) -> list[date]:
