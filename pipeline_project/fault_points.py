@@ -25,6 +25,7 @@ FAULT_POINTS = {
     "after_data_before_manifest": "raw layer commit: the new data file is in place, its quarantine and "
     "manifest are not",
     "mid_dbt": "dbt: a mart was rebuilt inside its open transaction, not yet committed",
+    "alert_sent_before_marked": "alert delivery: the channel accepted the alert, the outbox has not marked it",
 }
 MID_DBT_MARKER_SUFFIX = ".mid_dbt.reached"
 

@@ -25,7 +25,7 @@ import polars as pl
 
 from pipeline_project.changes import CapturedChanges, advance_watermark, read_changes
 from pipeline_project.contracts import API_TABLES, BUSINESS_DATE, LANDING_TABLES, RAW_CONTRACTS, RawTableContract
-from pipeline_project.landing import LandingDay, read_rejections
+from pipeline_project.landing import LandingDay, LandingLinkError, read_rejections
 from pipeline_project.loading import LoadResult, PartitionRead, UnreconciledLoad, load_partition
 from pipeline_project.partitions import daily_partitions
 from pipeline_project.policies import INGESTION_GROUP, SLA_CATALOGUE
@@ -201,7 +201,7 @@ def schema_drift_result(table: str, lake: Lake, days: list[date]) -> dg.AssetChe
 def _step_retry_only_if_it_can_help():
     """The client already retried transient failures; the step's RetryPolicy gets another go at those
     (a source that is down for minutes), but a rejected token or request, a source whose schema broke
-    the contract, or a full disk fails the run at once."""
+    the contract, a full disk or a link in the landing folders fails the run at once."""
     try:
         yield
     except SourceError as error:
@@ -220,6 +220,8 @@ def _step_retry_only_if_it_can_help():
                 "diff": dg.MetadataValue.md(f"```\n{error.diff.render()}\n```"),
             },
         ) from None
+    except LandingLinkError as error:  # a link planted in the landing folders stays until someone removes it
+        raise dg.Failure(description=str(error), allow_retries=False) from None
 
 
 def _partition_days(context: dg.AssetExecutionContext) -> list[date]:

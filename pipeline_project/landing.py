@@ -33,10 +33,32 @@ removing a lock file that another process may be about to open is a race.
 Empty files are accepted: an empty JSON-lines file holds no records (the demo source writes one for a quiet
 window). Every rejection writes a reason file: reason, detail, file, size, sha256, first bad line, run id,
 time; unsafe names are stored as `unsafe-name-<hash>`, the original name being kept in the reason file.
+
+Links. Upstream writes below LANDING_DIR, so nothing there is trusted to be what its path says: a symbolic
+link planted as the table folder, a stage folder (`incoming/`, `processing/`, `archived/`, `rejected/`), a
+day's folder, a run's claim folder, the lock file or a file must never make a load read, write, rename, list
+or delete anything elsewhere. So every operation here is relative to directory descriptors: from LANDING_DIR
+down, each folder is opened with `O_DIRECTORY | O_NOFOLLOW` relative to its parent's descriptor, and entries
+are listed, hashed, created (`O_CREAT | O_EXCL | O_NOFOLLOW`), renamed and removed (`shutil.rmtree` with
+`dir_fd` for a rejected folder) relative to the descriptor of their folder. A link anywhere on the way makes
+the operation fail instead of following it. We chose descriptors over checking each component with `lstat`
+and then using the path, because a check and a later use by path are two steps, and a link swapped in
+between them defeats the check; an open descriptor cannot be redirected. LANDING_DIR itself is
+configuration, not upstream's, and may be a link (a mount, say).
+
+A folder that is a link (or not a folder) fails the load with a `LandingLinkError` naming it, before anything
+is moved; claimed files stay where they are for the next load, once someone has removed the link. A file that
+is a link is rejected as `symlink`, in `incoming/` and in `archived/` alike. The one step that opens files by
+path is the reader (`sources.iter_landing_batches`, which refuses a link as the file itself): right before
+every build the folders of the paths it gets are opened as above and each file checked to be a regular file,
+so a planted link is refused; a folder swapped for a link between that check and the read (a race by someone
+who can write the table folder) is not covered until the reader, too, opens files relative to a descriptor.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -44,7 +66,7 @@ import re
 import shutil
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -58,6 +80,9 @@ LOCK_WAIT_SECONDS = 300.0
 REASON_SUFFIX = ".reason.json"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]{0,199}\.jsonl$")
 SAFE_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+SAFE_TABLE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 Loaded = TypeVar("Loaded")
 
@@ -75,6 +100,11 @@ class LandingDayBusy(Exception):
     """Another live process is loading the same table and day."""
 
 
+class LandingLinkError(ValueError):
+    """A path of the landing lifecycle is a symbolic link, or not the kind of entry it must be: refused,
+    never followed (see "Links" in the module docstring)."""
+
+
 @dataclass(frozen=True)
 class Rejection:
     """What `<name>.reason.json` records about a refused file."""
@@ -89,32 +119,96 @@ class Rejection:
     rejected_at: str
 
 
-def incoming_files(landing_dir: Path, table: str, day: date) -> list[Path]:
-    """What a load of the day would claim now (everything in its incoming folder but in-flight uploads)."""
-    folder = Path(landing_dir) / table / "incoming" / day.isoformat()
-    if not _is_real_directory(folder):
-        return []
-    return sorted(entry for entry in folder.iterdir() if not is_in_flight(entry.name))
+# ------------------------------------------------------------------ descriptor-relative file operations
 
 
-def read_rejections(landing_dir: Path, table: str, day: date) -> list[Rejection]:
-    """The reason files of the day's rejected files."""
-    folder = Path(landing_dir) / table / "rejected" / day.isoformat()
-    if not _is_real_directory(folder):
-        return []
-    return [Rejection(**json.loads(path.read_text())) for path in sorted(folder.glob(f"*{REASON_SUFFIX}"))]
-
-
-def _is_real_directory(path: Path) -> bool:
+def _lstat(folder: int, name: str) -> os.stat_result | None:
     try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
+        return os.stat(name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
-        return False
+        return None
 
 
-def _sha256_of_regular_file(path: Path) -> str | None:
+def _refusal(path: Path, parent: int, name: str, kind: str = "folder") -> LandingLinkError:
+    info = _lstat(parent, name)
+    what = "a symbolic link" if info is not None and stat.S_ISLNK(info.st_mode) else f"not a {kind}"
+    return LandingLinkError(f"{path} is {what}; landing paths are never followed")
+
+
+def _open_child(parent: int, name: str, path: Path, create: bool = False) -> int | None:
+    """The folder `name` in the folder open as `parent`, opened without following a link; None if it does not
+    exist and `create` is false. `path` is what an error calls it."""
+    while True:
+        try:
+            return os.open(name, FOLDER_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o755, dir_fd=parent)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _refusal(path, parent, name) from None
+            raise
+
+
+def _open_folder(root: Path, parts: tuple[str, ...], create: bool = False) -> int | None:
+    """A descriptor of `root/parts...`, each part opened relative to the one before without following a link
+    (`root`, the configured LANDING_DIR, is opened as it is); None if a part is missing and `create` is false."""
+    if create:
+        os.makedirs(root, exist_ok=True)
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    path = Path(root)
+    try:
+        for part in parts:
+            path = path / part
+            child = _open_child(folder, part, path, create)
+            os.close(folder)
+            folder = child
+            if folder is None:
+                return None
+    except BaseException:
+        if folder is not None:
+            os.close(folder)
+        raise
+    return folder
+
+
+@contextmanager
+def _folder(root: Path, parts: tuple[str, ...], create: bool = False) -> Iterator[int | None]:
+    folder = _open_folder(root, parts, create)
+    try:
+        yield folder
+    finally:
+        if folder is not None:
+            os.close(folder)
+
+
+def _closing(stack: ExitStack, descriptor: int | None) -> int | None:
+    if descriptor is not None:
+        stack.callback(os.close, descriptor)
+    return descriptor
+
+
+def _read_regular(folder: int, name: str, path: Path) -> bytes:
+    try:
+        descriptor = os.open(name, FILE_FLAGS, dir_fd=folder)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _refusal(path, folder, name, "regular file") from None
+        raise
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise LandingLinkError(f"{path} is not a regular file; landing paths are never followed")
+        return handle.read()
+
+
+def _sha256_of_regular_file(folder: int, name: str) -> str | None:
+    try:
+        descriptor = os.open(name, FILE_FLAGS, dir_fd=folder)
     except OSError:
         return None
     with os.fdopen(descriptor, "rb") as handle:
@@ -126,19 +220,54 @@ def _sha256_of_regular_file(path: Path) -> str | None:
         return digest.hexdigest()
 
 
-def _remove(path: Path) -> None:
-    if _is_real_directory(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        path.unlink()
+def _remove(folder: int, name: str) -> None:
+    """Remove an entry (a rejected folder with all it holds); a link is removed itself, never followed."""
+    info = _lstat(folder, name)
+    if info is None:
+        return
+    if stat.S_ISDIR(info.st_mode):
+        shutil.rmtree(name, dir_fd=folder)
+    else:
+        os.unlink(name, dir_fd=folder)
 
 
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+# --------------------------------------------------------------------------------------- the lifecycle
+
+
+def incoming_days(landing_dir: Path, table: str) -> list[str]:
+    """The names in the table's `incoming/` folder (a day's folder each, if upstream follows the layout)."""
+    with _folder(Path(landing_dir), (table, "incoming")) as folder:
+        return sorted(os.listdir(folder)) if folder is not None else []
+
+
+def incoming_files(landing_dir: Path, table: str, day: date) -> list[Path]:
+    """What a load of the day would claim now (everything in its incoming folder but in-flight uploads)."""
+    key = day.isoformat()
+    with _folder(Path(landing_dir), (table, "incoming", key)) as folder:
+        if folder is None:
+            return []
+        path = Path(landing_dir) / table / "incoming" / key
+        return sorted(path / name for name in os.listdir(folder) if not is_in_flight(name))
+
+
+def read_rejections(landing_dir: Path, table: str, day: date) -> list[Rejection]:
+    """The reason files of the day's rejected files; a reason file that is a link (or not a file) is not read
+    but reported as a rejection of its own, `unreadable_reason_file`, naming it."""
+    key = day.isoformat()
+    with _folder(Path(landing_dir), (table, "rejected", key)) as folder:
+        if folder is None:
+            return []
+        path = Path(landing_dir) / table / "rejected" / key
+        found = []
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith(REASON_SUFFIX) or name.startswith("."):
+                continue
+            try:
+                found.append(Rejection(**json.loads(_read_regular(folder, name, path / name))))
+            except LandingLinkError as refused:
+                file = name.removesuffix(REASON_SUFFIX)
+                found.append(Rejection("unreadable_reason_file", str(refused), file, None, None, None, "", ""))
+        return found
 
 
 class LandingDay:
@@ -149,13 +278,17 @@ class LandingDay:
     ) -> None:
         if not SAFE_RUN_ID.match(run_id):
             raise ValueError(f"run id {run_id!r} cannot name a processing folder")
+        if not SAFE_TABLE.match(table):
+            raise ValueError(f"table {table!r} cannot name a landing folder")
         if max_file_bytes <= 0:
             raise ValueError(f"LANDING_MAX_FILE_BYTES must be a positive number of bytes, not {max_file_bytes}")
-        self.table_dir = Path(landing_dir) / table
+        self.root = Path(landing_dir)
+        self.table = table
+        self.table_dir = self.root / table
         self.day = day
         self.run_id = run_id
         self.max_file_bytes = max_file_bytes
-        key = day.isoformat()
+        self.key = key = day.isoformat()
         self.incoming = self.table_dir / "incoming" / key
         self.processing_root = self.table_dir / "processing" / key
         self.processing = self.processing_root / run_id
@@ -164,71 +297,130 @@ class LandingDay:
         self.lock_path = self.table_dir / "processing" / f"{key}.lock"
         self.rejections: list[Rejection] = []
 
+    def _parts(self, folder: Path) -> tuple[str, ...]:
+        return folder.relative_to(self.root).parts
+
+    def _folder(self, folder: Path, create: bool = False):
+        return _folder(self.root, self._parts(folder), create)
+
     @contextmanager
     def locked(self, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[LandingDay]:
         """Hold the day's lock, waiting at most `wait_seconds` for a live holder, whose run id the error names."""
-        with exclusive_lock(
-            self.lock_path,
-            self.run_id,
-            wait_seconds,
-            busy=lambda holder: LandingDayBusy(
-                f"{self.table_dir.name} {self.day}: landing files are being loaded by run {holder}; "
-                f"waited {wait_seconds:g} s for it to finish"
-            ),
-        ):
+        with ExitStack() as stack:
+            processing = stack.enter_context(self._folder(self.lock_path.parent, create=True))
+            try:
+                stack.enter_context(
+                    exclusive_lock(
+                        Path(self.lock_path.name),
+                        self.run_id,
+                        wait_seconds,
+                        busy=lambda holder: LandingDayBusy(
+                            f"{self.table} {self.day}: landing files are being loaded by run {holder}; "
+                            f"waited {wait_seconds:g} s for it to finish"
+                        ),
+                        dir_fd=processing,
+                    )
+                )
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise LandingLinkError(
+                        f"{self.lock_path} is a symbolic link; landing paths are never followed"
+                    ) from None
+                raise
             yield self
+
+    def check_folders(self) -> None:
+        """Raise LandingLinkError if any folder of the day (or a claim folder in `processing/`) is a link."""
+        for folder in (self.incoming, self.archived, self.rejected):
+            with self._folder(folder):
+                pass
+        with self._folder(self.processing_root) as processing:
+            for name in sorted(os.listdir(processing)) if processing is not None else []:
+                info = _lstat(processing, name)
+                if info is not None and stat.S_ISLNK(info.st_mode):
+                    raise _refusal(self.processing_root / name, processing, name)
 
     def claim(self) -> None:
         """Take over the day's orphaned and incoming files into this run's folder and reject the unfit ones."""
-        if self.incoming.is_symlink():
-            raise ValueError(f"{self.incoming} is a symbolic link; landing folders are never followed")
-        self.processing.mkdir(parents=True, exist_ok=True)
-        for orphan_folder in sorted(p for p in self.processing_root.iterdir() if p != self.processing):
-            if not _is_real_directory(orphan_folder):
-                continue
-            self._move_all(orphan_folder)
-            if not any(orphan_folder.iterdir()):
-                orphan_folder.rmdir()
-        if self.incoming.is_dir():
-            self._move_all(self.incoming, skip=is_in_flight)
-        _fsync_directory(self.processing)
-        for entry in sorted(self.processing.iterdir()):
-            self._screen(entry)
+        self.check_folders()  # before anything moves
+        with ExitStack() as stack:
+            day = _closing(stack, _open_folder(self.root, self._parts(self.processing_root), create=True))
+            claimed = _closing(stack, _open_child(day, self.run_id, self.processing, create=True))
+            for name in sorted(os.listdir(day)):
+                info = _lstat(day, name)
+                if name == self.run_id or info is None or not stat.S_ISDIR(info.st_mode):
+                    continue  # a link here was refused by check_folders; the lock file is not in this folder
+                orphan = _open_child(day, name, self.processing_root / name)
+                if orphan is None:
+                    continue
+                try:
+                    self._move_all(orphan, claimed)
+                    empty = not os.listdir(orphan)
+                finally:
+                    os.close(orphan)
+                if empty:
+                    os.rmdir(name, dir_fd=day)
+            incoming = _closing(stack, _open_folder(self.root, self._parts(self.incoming)))
+            if incoming is not None:
+                self._move_all(incoming, claimed, skip=is_in_flight)
+            os.fsync(claimed)
+            for name in sorted(os.listdir(claimed)):
+                self._screen(claimed, name)
 
-    def _move_all(self, source: Path, skip: Callable[[str], bool] = lambda name: False) -> None:
+    @staticmethod
+    def _move_all(source: int, target: int, skip: Callable[[str], bool] = lambda name: False) -> None:
         """Rename every entry into this run's folder; one already claimed under that name waits for the next load."""
-        for entry in sorted(source.iterdir()):
-            target = self.processing / entry.name
-            if skip(entry.name) or os.path.lexists(target):
+        for name in sorted(os.listdir(source)):
+            if skip(name) or _lstat(target, name) is not None:
                 continue
             try:
-                os.rename(entry, target)
+                os.rename(name, name, src_dir_fd=source, dst_dir_fd=target)  # a link is moved, never followed
             except FileNotFoundError:
                 continue  # upstream withdrew it between the listing and the rename
 
-    def _screen(self, path: Path) -> None:
-        info = os.lstat(path)
+    def _screen(self, folder: int, name: str) -> None:
+        info = _lstat(folder, name)
+        if info is None:
+            return
         if stat.S_ISLNK(info.st_mode):
-            self.reject(path, "symlink", "a symbolic link; links are never followed")
+            self._reject(folder, name, "symlink", "a symbolic link; links are never followed")
         elif not stat.S_ISREG(info.st_mode):
-            self.reject(path, "not_a_regular_file", "not a regular file")
-        elif not is_safe_name(path.name):
-            self.reject(path, "unsafe_name", "the name is not a plain `<letters, digits, _ . = ->.jsonl` file name")
+            self._reject(folder, name, "not_a_regular_file", "not a regular file")
+        elif not is_safe_name(name):
+            detail = "the name is not a plain `<letters, digits, _ . = ->.jsonl` file name"
+            self._reject(folder, name, "unsafe_name", detail)
         elif info.st_size > self.max_file_bytes:
-            self.reject(path, "too_large", f"{info.st_size} bytes, over LANDING_MAX_FILE_BYTES={self.max_file_bytes}")
+            detail = f"{info.st_size} bytes, over LANDING_MAX_FILE_BYTES={self.max_file_bytes}"
+            self._reject(folder, name, "too_large", detail)
+
+    def _screen_before_build(self) -> None:
+        """What the reader is about to open by path: archived and claimed files that are regular files, in
+        folders that are not links (see "Links" in the module docstring)."""
+        with self._folder(self.archived) as archived:
+            for name in sorted(os.listdir(archived)) if archived is not None else []:
+                info = _lstat(archived, name)
+                if info is not None and stat.S_ISLNK(info.st_mode):
+                    self._reject(archived, name, "symlink", "a symbolic link in archived/; links are never followed")
+                elif info is not None and not stat.S_ISREG(info.st_mode):
+                    self._reject(archived, name, "not_a_regular_file", "not a regular file (in archived/)")
+        with self._folder(self.processing) as claimed:
+            for name in sorted(os.listdir(claimed)) if claimed is not None else []:
+                self._screen(claimed, name)
 
     def files(self) -> list[Path]:
         """The files the partition is built from: archived ones, replaced by newer claims of the same name."""
         by_name = {}
         for folder in (self.archived, self.processing):
-            if folder.is_dir():
-                by_name |= {path.name: path for path in folder.iterdir()}
+            with self._folder(folder) as descriptor:
+                if descriptor is not None:
+                    by_name |= {name: folder / name for name in os.listdir(descriptor)}
         return [by_name[name] for name in sorted(by_name)]
 
     def load(self, build: Callable[[list[Path]], Loaded]) -> Loaded:
         """Build the partition from `files()`; a file that proves unreadable is rejected and the build restarts
         without it. Archives the claimed files once `build` has returned (it commits the partition)."""
         while True:
+            self._screen_before_build()
             files = self.files()
             try:
                 loaded = build(files)
@@ -241,43 +433,60 @@ class LandingDay:
             return loaded
 
     def _archive(self) -> None:
-        claimed = sorted(self.processing.iterdir())
-        if claimed:
-            self.archived.mkdir(parents=True, exist_ok=True)
-        for path in claimed:
-            os.replace(path, self.archived / path.name)
-            for superseded in (self.rejected / path.name, self.rejected / f"{path.name}{REASON_SUFFIX}"):
-                _remove(superseded)
-        if claimed:
-            _fsync_directory(self.archived)
-        self.processing.rmdir()
-        if not any(self.processing_root.iterdir()):
-            self.processing_root.rmdir()
+        with ExitStack() as stack:
+            processing = _closing(stack, _open_folder(self.root, self._parts(self.processing_root.parent)))
+            day = _closing(stack, _open_child(processing, self.key, self.processing_root))
+            claimed = _closing(stack, _open_child(day, self.run_id, self.processing))
+            names = sorted(os.listdir(claimed))
+            if names:
+                archived = _closing(stack, _open_folder(self.root, self._parts(self.archived), create=True))
+                rejected = _closing(stack, _open_folder(self.root, self._parts(self.rejected)))
+                for name in names:
+                    os.replace(name, name, src_dir_fd=claimed, dst_dir_fd=archived)
+                    for superseded in (name, f"{name}{REASON_SUFFIX}") if rejected is not None else ():
+                        _remove(rejected, superseded)
+                os.fsync(archived)
+            os.rmdir(self.run_id, dir_fd=day)
+            if not os.listdir(day):
+                os.rmdir(self.key, dir_fd=processing)
 
     def reject(self, path: Path, reason: str, detail: str, first_bad_line: int | None = None) -> Rejection:
-        """Move a file to `rejected/` with its reason file (written first, so a crash never leaves a bare file)."""
-        info = os.lstat(path)
-        original = path.name
-        stored = original if is_safe_name(original) else self._unsafe_alias(original)
+        """Move a claimed or archived file to `rejected/` with its reason file (written first, so a crash never
+        leaves a bare file)."""
+        path = Path(path)
+        if path.parent not in (self.processing, self.archived):
+            raise ValueError(f"{path} is neither a claimed nor an archived file of {self.table} {self.day}")
+        with self._folder(path.parent) as folder:
+            if folder is None:
+                raise FileNotFoundError(f"{path.parent} does not exist")
+            return self._reject(folder, path.name, reason, detail, first_bad_line)
+
+    def _reject(self, folder: int, name: str, reason: str, detail: str, first_bad_line: int | None = None) -> Rejection:
+        info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        stored = name if is_safe_name(name) else self._unsafe_alias(name)
         rejection = Rejection(
             reason=reason,
             detail=detail,
-            file=original,
+            file=name,
             size=info.st_size,
-            sha256=_sha256_of_regular_file(path) if stat.S_ISREG(info.st_mode) else None,
+            sha256=_sha256_of_regular_file(folder, name) if stat.S_ISREG(info.st_mode) else None,
             first_bad_line=first_bad_line,
             run_id=self.run_id,
             rejected_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        self.rejected.mkdir(parents=True, exist_ok=True)
-        reason_path = self.rejected / f"{stored}{REASON_SUFFIX}"
-        temporary = reason_path.with_name(f".{reason_path.name}.{self.run_id}.tmp")
-        temporary.write_text(json.dumps(asdict(rejection), indent=2))
-        os.replace(temporary, reason_path)
-        target = self.rejected / stored
-        _remove(target)  # an earlier rejected delivery of the same name
-        os.rename(path, target)
-        _fsync_directory(self.rejected)
+        with self._folder(self.rejected, create=True) as rejected:
+            reason_name = f"{stored}{REASON_SUFFIX}"
+            temporary = f".{reason_name}.{self.run_id}.tmp"
+            _remove(rejected, temporary)  # left by a crashed attempt of this run
+            descriptor = os.open(
+                temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=rejected
+            )
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(json.dumps(asdict(rejection), indent=2))
+            os.replace(temporary, reason_name, src_dir_fd=rejected, dst_dir_fd=rejected)
+            _remove(rejected, stored)  # an earlier rejected delivery of the same name
+            os.rename(name, stored, src_dir_fd=folder, dst_dir_fd=rejected)
+            os.fsync(rejected)
         self.rejections.append(rejection)
         return rejection
 

@@ -35,12 +35,15 @@ def redact(text: str) -> str:
     return re.sub("|".join(re.escape(secret) for secret in secrets), REDACTED, text)
 
 
-_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@\s]*@)?(?P<rest>[^\s?#'\"]*)(?:[?#][^\s'\"]*)?")
+_URL = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@\s]*@)?(?P<host>[^/\s?#'\"]*)(?P<rest>[^\s'\"]*)"
+)
 
 
 def scrub_urls(text: str) -> str:
-    """`text` with every URL cut down to scheme, host and path: a query string or userinfo can carry a token."""
-    return _URL.sub(lambda match: match["scheme"] + match["rest"], text)
+    """`text` with every URL cut down to its scheme and host: userinfo, a query string and even a path can carry
+    a token (a Slack or webhook URL is a secret as a whole)."""
+    return _URL.sub(lambda match: match["scheme"] + match["host"] + ("/…" if match["rest"] else ""), text)
 
 
 class ScrubbingFilter(logging.Filter):
@@ -53,12 +56,10 @@ class ScrubbingFilter(logging.Filter):
         return True
 
 
-def scrub_library_logs(*logger_names: str) -> None:
-    """Install the scrubbing filter on the named loggers (once)."""
-    for name in logger_names:
-        logger = logging.getLogger(name)
-        if not any(isinstance(existing, ScrubbingFilter) for existing in logger.filters):
-            logger.addFilter(ScrubbingFilter())
+# The HTTP libraries log every request with its full URL (INFO), in whichever process sends one: the source
+# client and every alert channel import this module.
+for _library in ("httpx", "httpcore"):
+    logging.getLogger(_library).addFilter(ScrubbingFilter())
 
 
 def mask_personal(value: object) -> str:

@@ -10,7 +10,7 @@ from datetime import date
 import dagster as dg
 
 from pipeline_project.ingestion import LANDING_TABLES, raw_asset_key
-from pipeline_project.landing import incoming_files
+from pipeline_project.landing import LandingLinkError, incoming_days, incoming_files
 from pipeline_project.partitions import daily_partitions
 from pipeline_project.resources import LandingResource
 
@@ -37,14 +37,21 @@ def landing_file_sensor(context: dg.SensorEvaluationContext, landing: LandingRes
     requests = []
     waiting: dict[str, str] = {}
     for table in LANDING_TABLES:
-        incoming = landing.path / table / "incoming"
-        if not incoming.is_dir():
+        try:
+            days = incoming_days(landing.path, table)
+        except LandingLinkError as refused:  # the table folder or its incoming/ is a link: never followed
+            context.log.warning(f"{refused}; nothing in it is loaded")
             continue
-        for day_dir in sorted(incoming.iterdir()):
-            if day_dir.name not in valid_keys or day_dir.is_symlink() or not day_dir.is_dir():
+        for name in days:
+            day_dir = landing.path / table / "incoming" / name
+            if name not in valid_keys:
                 context.log.warning(f"{day_dir} is not a folder named after a partition's day; nothing in it is loaded")
                 continue
-            files = incoming_files(landing.path, table, date.fromisoformat(day_dir.name))
+            try:
+                files = incoming_files(landing.path, table, date.fromisoformat(name))
+            except LandingLinkError as refused:
+                context.log.warning(f"{refused}; nothing in it is loaded")
+                continue
             if not files:
                 continue
             fingerprint = _fingerprint(files)

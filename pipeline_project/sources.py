@@ -60,14 +60,12 @@ import orjson
 import polars as pl
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from pipeline_project import secrets  # noqa: F401  (scrubs the URLs httpx logs)
 from pipeline_project.circuit_breaker import CircuitBreaker, CircuitOpenError
 from pipeline_project.contracts import BUSINESS_DATE, DAILY_VERSIONS, RAW_CONTRACTS, RawTableContract
 from pipeline_project.reconcile import CONTROL_ENDPOINT, KEY_LISTING, ControlFigures, key_text
-from pipeline_project.secrets import scrub_library_logs
 
 log = logging.getLogger(__name__)
-# httpx logs every request with its full URL (query string included) at INFO.
-scrub_library_logs("httpx", "httpcore")
 
 DATE_FILTERED = {name for name, contract in RAW_CONTRACTS.items() if contract.day_selection == BUSINESS_DATE}
 UPDATED_FILTERED = {name for name, contract in RAW_CONTRACTS.items() if contract.day_selection == DAILY_VERSIONS}
@@ -361,8 +359,8 @@ class ShopApiClient:
                 # A dropped connection, a 5xx and a 200 cut short all say the source is not answering properly.
                 self._breaker.record_failure(str(err) if isinstance(err, StatusError) else type(err).__name__)
                 raise
-            except BaseException:
-                self._breaker.record_success()  # it answered, just not with what we can use (or we were stopped)
+            except Exception:
+                self._breaker.record_success()  # it answered, just not with anything we can use
                 raise
             self._breaker.record_success()
             if response.status_code != 200:

@@ -2,7 +2,15 @@
 email or a log line, and which channels the settings turn on.
 
 Each `send` is exactly one delivery attempt. It returns when the receiver accepted the alert and raises
-`DeliveryError` otherwise; retrying with backoff is the outbox's job, across sensor ticks. Webhook URLs
+`DeliveryError` otherwise; retrying with backoff is the outbox's job, across sensor ticks.
+
+A send never outlasts its deadline (`deadline_seconds`, by default `SEND_DEADLINE_SECONDS`), connection and
+TLS included: the HTTP channels run the request under `asyncio.wait_for`, whose cancellation closes the
+connection; email arms a watchdog that shuts the SMTP socket down at the deadline (a TCP connect that is
+still in progress then ends at its own timeout, which is never longer than the deadline). This is what
+lets the outbox fence its claims: a delivery is claimed for twice the send deadline
+(`outbox.DeliveryPolicy.claim_seconds`), so by the time a claim expires and another sender may take the
+delivery over, the send that claimed it has ended one way or the other. Webhook URLs
 (Slack's included), the PagerDuty routing key and the SMTP password are credentials: they appear in no
 error message and no log record, and URLs are shown as scheme://host:port/… only.
 
@@ -23,6 +31,9 @@ Settings read by `configured_channels` (an empty or absent value turns that chan
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import email.utils
 import hashlib
 import ipaddress
@@ -30,14 +41,15 @@ import json
 import logging
 import os
 import smtplib
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import httpx
 
@@ -45,6 +57,9 @@ from pipeline_project.alerting.alert import Alert, Severity
 
 log = logging.getLogger(__name__)
 
+# The one place the send deadline is stated: the longest one send may take, whatever the channel. The outbox
+# derives its claim on a delivery from it (twice as long), so that a claim always outlives its send.
+SEND_DEADLINE_SECONDS = 30.0
 DEFAULT_PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 SLACK_TEXT_LIMIT = 3000
 SLACK_HEADER_LIMIT = 150
@@ -67,8 +82,31 @@ class DeliveryError(Exception):
 class Channel(Protocol):
     name: str
 
-    def send(self, alert: Alert) -> None:
-        """Deliver the alert once; raise DeliveryError if the receiver did not accept it."""
+    def send(self, alert: Alert, *, deadline_seconds: float = SEND_DEADLINE_SECONDS) -> None:
+        """Deliver the alert once, within `deadline_seconds`; raise DeliveryError if the receiver did not
+        accept it by then."""
+
+
+Result = TypeVar("Result")
+
+
+def _within_deadline(start: Callable[[], Awaitable[Result]], seconds: float) -> tuple[bool, Result | None]:
+    """Run the coroutine `start()` returns, cancelled (its connections closed) after `seconds`: (True, its
+    result), or (False, None) when the deadline came first."""
+
+    async def bounded() -> tuple[bool, Result | None]:
+        try:
+            return True, await asyncio.wait_for(start(), seconds)
+        except TimeoutError:
+            return False, None
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(bounded())
+    # Called from inside an event loop (not how sensors call it): run the send on a thread of its own.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, bounded()).result()
 
 
 def status_label(alert: Alert) -> str:
@@ -147,6 +185,19 @@ _secret_url_filter = _SecretUrlLogFilter()
 logging.getLogger("httpx").addFilter(_secret_url_filter)
 
 
+def _socket_error(error: BaseException) -> str:
+    """What the operating system said (`[Errno 111] Connection refused`), which the async transport wraps in
+    "All connection attempts failed"; the error's own text if there is no such cause."""
+    cause: BaseException | None = error
+    for _ in range(10):
+        if cause is None:
+            break
+        if isinstance(cause, OSError) and cause.errno:
+            return f"[Errno {cause.errno}] {os.strerror(cause.errno)}"
+        cause = cause.__cause__ or cause.__context__
+    return str(error)
+
+
 class _JsonPoster:
     """One POST of a JSON body to one endpoint, with every failure turned into a redacted DeliveryError."""
 
@@ -171,21 +222,34 @@ class _JsonPoster:
             _secret_url_filter.protect(url)
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
 
-    def post(self, body: dict, *, headers: Mapping[str, str] | None = None, expected_status: int | None = None) -> None:
-        error = self._attempt(body, dict(headers or {}), expected_status)
+    def post(
+        self,
+        body: dict,
+        *,
+        headers: Mapping[str, str] | None = None,
+        expected_status: int | None = None,
+        deadline_seconds: float = SEND_DEADLINE_SECONDS,
+    ) -> None:
+        in_time, error = _within_deadline(
+            lambda: self._attempt(body, dict(headers or {}), expected_status), deadline_seconds
+        )
+        if not in_time:
+            error = self._error(
+                f"no answer from {self._shown_url} within the send deadline of {deadline_seconds:g} s", retryable=True
+            )
         # Raised here rather than inside the except block, so the httpx exception, whose request carries
         # the secret URL, is not chained onto the DeliveryError as its __context__.
         if error is not None:
             raise error
 
-    def _attempt(self, body: dict, headers: dict[str, str], expected_status: int | None) -> DeliveryError | None:
+    async def _attempt(self, body: dict, headers: dict[str, str], expected_status: int | None) -> DeliveryError | None:
         try:
-            with httpx.Client(timeout=self._timeout, follow_redirects=False) as client:
-                response = client.post(self._url, json=body, headers=headers)
+            async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
+                response = await client.post(self._url, json=body, headers=headers)
         except httpx.TimeoutException as err:
             return self._error(f"timed out ({type(err).__name__}) at {self._shown_url}", retryable=True)
         except httpx.ConnectError as err:
-            detail = self._redacted(str(err))
+            detail = self._redacted(_socket_error(err))
             return self._error(f"connection to {self._shown_url} failed: {detail}", retryable=True)
         except httpx.TransportError as err:
             detail = self._redacted(str(err))
@@ -223,8 +287,12 @@ class WebhookChannel:
             read_timeout=read_timeout,
         )
 
-    def send(self, alert: Alert) -> None:
-        self._poster.post(alert.to_json() | {"text": one_line(alert)}, headers={"Idempotency-Key": alert.dedup_key})
+    def send(self, alert: Alert, *, deadline_seconds: float = SEND_DEADLINE_SECONDS) -> None:
+        self._poster.post(
+            alert.to_json() | {"text": one_line(alert)},
+            headers={"Idempotency-Key": alert.dedup_key},
+            deadline_seconds=deadline_seconds,
+        )
 
 
 def _mrkdwn_escape(text: str) -> str:
@@ -291,8 +359,8 @@ class SlackChannel:
             read_timeout=read_timeout,
         )
 
-    def send(self, alert: Alert) -> None:
-        self._poster.post(slack_message(alert))
+    def send(self, alert: Alert, *, deadline_seconds: float = SEND_DEADLINE_SECONDS) -> None:
+        self._poster.post(slack_message(alert), deadline_seconds=deadline_seconds)
 
 
 def pagerduty_event(alert: Alert, routing_key: str, source: str = "dagster") -> dict:
@@ -366,8 +434,9 @@ class PagerDutyChannel:
             read_timeout=read_timeout,
         )
 
-    def send(self, alert: Alert) -> None:
-        self._poster.post(pagerduty_event(alert, self._routing_key, self._source), expected_status=202)
+    def send(self, alert: Alert, *, deadline_seconds: float = SEND_DEADLINE_SECONDS) -> None:
+        event = pagerduty_event(alert, self._routing_key, self._source)
+        self._poster.post(event, expected_status=202, deadline_seconds=deadline_seconds)
 
 
 def email_message(alert: Alert, sender: str, recipients: Sequence[str]) -> EmailMessage:
@@ -466,17 +535,26 @@ class EmailChannel:
         self._timeout = timeout
         self._ssl_context = ssl_context
 
-    def send(self, alert: Alert) -> None:
-        error = self._attempt(email_message(alert, self._sender, self._recipients))
+    def send(self, alert: Alert, *, deadline_seconds: float = SEND_DEADLINE_SECONDS) -> None:
+        watchdog = _SmtpWatchdog(deadline_seconds)
+        try:
+            error = self._attempt(email_message(alert, self._sender, self._recipients), watchdog)
+        finally:
+            watchdog.cancel()
+        if error is not None and watchdog.fired:
+            error = self._error(
+                f"no answer from {self._host}:{self._port} within the send deadline of {deadline_seconds:g} s",
+                retryable=True,
+            )
         # Raised outside the except block so no library exception is chained onto it.
         if error is not None:
             raise error
 
-    def _attempt(self, message: EmailMessage) -> DeliveryError | None:
+    def _attempt(self, message: EmailMessage, watchdog: _SmtpWatchdog) -> DeliveryError | None:
         where = f"{self._host}:{self._port}"
         context = self._ssl_context or ssl.create_default_context()
         try:
-            with self._connect(context) as smtp:
+            with self._connect(context, watchdog) as smtp:
                 if self._security == "starttls":
                     smtp.starttls(context=context)
                 if self._username:
@@ -510,16 +588,58 @@ class EmailChannel:
             )
         return None
 
-    def _connect(self, context: ssl.SSLContext) -> smtplib.SMTP:
+    def _connect(self, context: ssl.SSLContext, watchdog: _SmtpWatchdog) -> smtplib.SMTP:
+        timeout = min(self._timeout, watchdog.seconds)
         if self._security == "ssl":
-            return smtplib.SMTP_SSL(self._host, self._port, timeout=self._timeout, context=context)
-        return smtplib.SMTP(self._host, self._port, timeout=self._timeout)
+            return _WatchedSmtpSsl(watchdog, self._host, self._port, timeout=timeout, context=context)
+        return _WatchedSmtp(watchdog, self._host, self._port, timeout=timeout)
 
     def _redacted(self, text: str) -> str:
         return _scrub(text, [self._password or ""])
 
     def _error(self, reason: str, *, retryable: bool) -> DeliveryError:
         return DeliveryError(self.name, reason, retryable=retryable)
+
+
+class _SmtpWatchdog:
+    """Shuts the SMTP connection down when the send deadline passes, so a server that answers slowly, one
+    line at a time, cannot hold a send past it (smtplib's timeout is per socket operation, not per send)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._smtp: smtplib.SMTP | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, smtp: smtplib.SMTP) -> None:
+        with self._lock:
+            self._smtp = smtp
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sock = self._smtp.sock if self._smtp is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):  # already closed
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read or write with an error
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+class _WatchedSmtp(smtplib.SMTP):
+    def __init__(self, watchdog: _SmtpWatchdog, *args, **kwargs) -> None:
+        watchdog.watch(self)
+        super().__init__(*args, **kwargs)
+
+
+class _WatchedSmtpSsl(smtplib.SMTP_SSL):
+    def __init__(self, watchdog: _SmtpWatchdog, *args, **kwargs) -> None:
+        watchdog.watch(self)
+        super().__init__(*args, **kwargs)
 
 
 class LogChannel:
@@ -536,7 +656,8 @@ class LogChannel:
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Alert, *, deadline_seconds: float = SEND_DEADLINE_SECONDS) -> None:
+        """One local append (the deadline is for network channels: a local write is not cut short)."""
         if alert.is_recovery:
             level = logging.INFO
         else:

@@ -1,25 +1,39 @@
 """The durable alert outbox: incidents, the alerts raised for them, and their delivery to each channel.
 
 It is a SQLite file outside the Dagster instance, so alerts survive restarts of the daemon and of the
-instance's own storage. Three rules make delivery exactly-once per incident and channel:
+instance's own storage. An incident alerts once; each alert reaches each of its channels at least once:
 
 - An incident opens once per subject (`freshness:raw_orders`, `check:daily_revenue:contract_errors`, ...)
   and is keyed by the event that opened it, so re-reading the same events after a crash changes nothing.
   Signals about a subject whose incident is already open are absorbed unless they raise its severity.
 - Every alert is written, with its dedup key and one delivery row per channel, in the same transaction
   that opens, escalates or resolves the incident, before anything is sent.
-- A delivery is claimed (one sender at a time), and only a successful send marks it delivered. Failures
-  back off exponentially up to `max_backoff_seconds` and are retried until `give_up_after_seconds`; after
-  `fallback_after_attempts` failures the alert is also written to the fallback log so it is never lost.
+- Only a successful send marks a delivery delivered. Failures back off exponentially up to
+  `max_backoff_seconds` and are retried; after `fallback_after_attempts` failures (or a rejection that
+  retrying will not fix) the alert is also written to the fallback log, and only once that write has
+  succeeded is the delivery marked as fallen back (`fallback_due`, then `mark_failed(fell_back=True)`). A
+  delivery is given up after `give_up_after_seconds` only if the fallback log has it, so an alert that
+  neither its channel nor the log will take stays pending and keeps being retried.
 
-A send that succeeds while the process dies before it is marked may be repeated once: every channel gets
-the dedup key (the webhook's Idempotency-Key, PagerDuty's dedup_key, the e-mail's Message-ID) to drop it.
+Fencing. One sender delivers at a time: a sender holds the lease row `sender_lease` (`sender()`), renewed at
+every claim, and another sender that finds it held does nothing. Deliveries are claimed one at a time
+(`claim_next`), each with a fresh random claim token and for `claim_seconds`, twice the per-send deadline
+(`channels.SEND_DEADLINE_SECONDS`, the one place that number is stated), so a claim outlives its send.
+`mark_delivered` and `mark_failed` change the row only while it still carries the claim's token; a sender
+whose claim was lost (it expired and another sender took the delivery over) changes nothing and is told so.
+
+What this guarantees is at-least-once, not exactly-once: a sender that dies after the channel accepted an
+alert and before the outbox marked it (a crash, SIGKILL, power loss) leaves the delivery claimed; once the
+claim expires the next sender sends it again, with the same keys. The webhook's `Idempotency-Key` and
+PagerDuty's `dedup_key` let those receivers drop the copy; Slack, the log file and email (whose Message-ID
+is stable, but few mail systems drop a repeat by it) may show it twice.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -28,6 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline_project.alerting.alert import Action, Alert, AlertKind, Severity
+from pipeline_project.alerting.channels import SEND_DEADLINE_SECONDS
 
 _SCHEMA = """
 create table if not exists incidents (
@@ -56,7 +71,13 @@ create table if not exists deliveries (
     delivered_at real,
     fell_back_at real,
     expired_at real,
+    claim_token text,
     primary key (dedup_key, channel)
+);
+create table if not exists sender_lease (
+    id integer primary key check (id = 1),
+    holder text,
+    expires_at real not null
 );
 """
 
@@ -75,9 +96,14 @@ class Signal:
 
 @dataclass(frozen=True)
 class PendingDelivery:
+    """A claimed delivery: only the holder of `claim_token` may mark it."""
+
     alert: Alert
     channel: str
     attempts: int
+    claim_token: str = ""
+    created_at: float = 0.0
+    fell_back: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,7 +112,16 @@ class DeliveryPolicy:
     max_backoff_seconds: float = 300.0
     fallback_after_attempts: int = 3
     give_up_after_seconds: float = 24 * 3600.0
-    claim_seconds: float = 120.0
+    send_deadline_seconds: float = SEND_DEADLINE_SECONDS
+
+    def __post_init__(self) -> None:
+        if self.send_deadline_seconds <= 0:
+            raise ValueError(f"send_deadline_seconds must be positive, got {self.send_deadline_seconds!r}")
+
+    @property
+    def claim_seconds(self) -> float:
+        """How long a claim (and the sender lease) lasts: derived from the send deadline, never shorter."""
+        return 2 * self.send_deadline_seconds
 
 
 class Outbox:
@@ -100,6 +135,10 @@ class Outbox:
             db.executescript(_SCHEMA)  # its own transaction: executescript commits first
         finally:
             db.close()
+        with self._transaction() as db:  # an outbox written before claims carried a token
+            columns = {row[1] for row in db.execute("pragma table_info(deliveries)")}
+            if "claim_token" not in columns:
+                db.execute("alter table deliveries add column claim_token text")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -191,67 +230,137 @@ class Outbox:
         )
         return alert
 
+    @contextmanager
+    def sender(self) -> Iterator[str | None]:
+        """Be the one sender: yields this sender's id while it holds the lease (renewed by `claim_next`), or
+        None when another sender holds an unexpired lease. The lease is released on the way out."""
+        holder = secrets.token_hex(8)
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute("select holder, expires_at from sender_lease where id = 1").fetchone()
+            if row is not None and row[0] is not None and row[1] > now:
+                holder = None
+            else:
+                db.execute(
+                    "insert or replace into sender_lease(id, holder, expires_at) values (1, ?, ?)",
+                    (holder, now + self.policy.claim_seconds),
+                )
+        if holder is None:
+            yield None
+            return
+        try:
+            yield holder
+        finally:
+            with self._transaction() as db:
+                db.execute(
+                    "update sender_lease set holder = null, expires_at = 0 where id = 1 and holder = ?", (holder,)
+                )
+
+    def claim_next(self, sender: str, due_before: float | None = None) -> PendingDelivery | None:
+        """Claim the oldest delivery due by `due_before` (default: now) for `sender`, renewing its lease; None
+        when nothing is due or the lease was lost (it expired and another sender took it: stop sending)."""
+        now = time.time()
+        due_before = now if due_before is None else due_before
+        with self._transaction() as db:
+            row = db.execute("select holder from sender_lease where id = 1").fetchone()
+            if row is None or row[0] != sender:
+                return None
+            db.execute("update sender_lease set expires_at = ? where id = 1", (now + self.policy.claim_seconds,))
+            found = db.execute(
+                "select d.dedup_key, d.channel, d.attempts, a.payload, a.created_at, d.fell_back_at from deliveries d "
+                "join alerts a using (dedup_key) "
+                "where d.delivered_at is null and d.expired_at is null and d.next_attempt_at <= ? "
+                "and (d.claimed_until is null or d.claimed_until < ?) "
+                "order by a.created_at, d.dedup_key, d.channel limit 1",
+                (due_before, now),
+            ).fetchone()
+            if found is None:
+                return None
+            return self._claim(db, found, now)
+
     def claim_due(self, limit: int = 50, now: float | None = None) -> list[PendingDelivery]:
-        """Deliveries whose next attempt is due, claimed so that no other sender takes them meanwhile."""
+        """Deliveries whose next attempt is due, each claimed with its own token (for tools and tests: the
+        delivery loop claims one at a time, under the sender lease, with `claim_next`)."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             rows = db.execute(
-                "select d.dedup_key, d.channel, d.attempts, a.payload from deliveries d "
+                "select d.dedup_key, d.channel, d.attempts, a.payload, a.created_at, d.fell_back_at from deliveries d "
                 "join alerts a using (dedup_key) "
                 "where d.delivered_at is null and d.expired_at is null and d.next_attempt_at <= ? "
                 "and (d.claimed_until is null or d.claimed_until < ?) "
                 "order by a.created_at, d.dedup_key, d.channel limit ?",
                 (now, now, limit),
             ).fetchall()
-            db.executemany(
-                "update deliveries set claimed_until = ? where dedup_key = ? and channel = ?",
-                [(now + self.policy.claim_seconds, key, channel) for key, channel, _, _ in rows],
-            )
-        return [
-            PendingDelivery(Alert.from_json(json.loads(payload)), channel, attempts)
-            for _, channel, attempts, payload in rows
-        ]
+            return [self._claim(db, row, now) for row in rows]
 
-    def mark_delivered(self, delivery: PendingDelivery) -> None:
+    def _claim(self, db: sqlite3.Connection, row: tuple, now: float) -> PendingDelivery:
+        dedup_key, channel, attempts, payload, created_at, fell_back_at = row
+        token = secrets.token_hex(16)
+        db.execute(
+            "update deliveries set claimed_until = ?, claim_token = ? where dedup_key = ? and channel = ?",
+            (now + self.policy.claim_seconds, token, dedup_key, channel),
+        )
+        return PendingDelivery(
+            Alert.from_json(json.loads(payload)), channel, attempts, token, created_at, fell_back_at is not None
+        )
+
+    def mark_delivered(self, delivery: PendingDelivery) -> bool:
+        """Record the successful send; False (and nothing changed) if the claim was lost meanwhile."""
         with self._transaction() as db:
-            db.execute(
+            updated = db.execute(
                 "update deliveries set delivered_at = ?, attempts = attempts + 1, claimed_until = null, "
-                "last_error = null where dedup_key = ? and channel = ?",
-                (time.time(), delivery.alert.dedup_key, delivery.channel),
-            )
+                "claim_token = null, last_error = null where dedup_key = ? and channel = ? and claim_token = ?",
+                (time.time(), delivery.alert.dedup_key, delivery.channel, delivery.claim_token),
+            ).rowcount
+        return updated == 1
 
-    def mark_failed(self, delivery: PendingDelivery, error: str, fall_back_now: bool = False) -> str:
-        """Record a failed attempt and schedule the next. Returns what the caller must do: "fallback" (write
-        the alert to the fallback log: this was the first failure at the threshold, or `fall_back_now` for a
-        rejected request that retrying will not fix, or it expired first), "retry" (nothing: it is retried
-        later) or "expired" (nothing: retried for too long, given up, already in the fallback log)."""
+    def fallback_due(self, delivery: PendingDelivery, fall_back_now: bool = False, now: float | None = None) -> bool:
+        """Whether this failed attempt must also write the alert to the fallback log: it is not there yet, and
+        this is the attempt at the threshold or later, or `fall_back_now` (a rejected request that retrying
+        will not fix), or the delivery is old enough to be given up (which needs the log to have it)."""
+        if delivery.fell_back:
+            return False
+        now = time.time() if now is None else now
+        return (
+            fall_back_now
+            or delivery.attempts + 1 >= self.policy.fallback_after_attempts
+            or now - delivery.created_at >= self.policy.give_up_after_seconds
+        )
+
+    def mark_failed(self, delivery: PendingDelivery, error: str, *, fell_back: bool = False) -> str:
+        """Record a failed attempt and schedule the next; `fell_back` says the alert has just been written to
+        the fallback log (call it only after that write succeeded). Returns "retry" (it is retried later),
+        "expired" (retried for too long and in the fallback log: given up) or "lost_claim" (nothing recorded:
+        the claim expired and another sender took the delivery over)."""
         now = time.time()
         attempts = delivery.attempts + 1
         backoff = min(self.policy.max_backoff_seconds, self.policy.base_backoff_seconds * 2 ** (attempts - 1))
         next_attempt = now + backoff * random.uniform(0.8, 1.2)
         with self._transaction() as db:
-            created_at, fell_back_at = db.execute(
-                "select a.created_at, d.fell_back_at from alerts a join deliveries d using (dedup_key) "
+            row = db.execute(
+                "select a.created_at, d.fell_back_at, d.claim_token from alerts a join deliveries d using (dedup_key) "
                 "where dedup_key = ? and channel = ?",
                 (delivery.alert.dedup_key, delivery.channel),
             ).fetchone()
-            expired = now - created_at >= self.policy.give_up_after_seconds
-            fallback = fell_back_at is None and (fall_back_now or attempts >= self.policy.fallback_after_attempts)
+            if row is None or row[2] != delivery.claim_token:
+                return "lost_claim"
+            created_at, fell_back_at, _ = row
+            in_fallback_log = fell_back_at is not None or fell_back
+            expired = now - created_at >= self.policy.give_up_after_seconds and in_fallback_log
             db.execute(
-                "update deliveries set attempts = ?, next_attempt_at = ?, claimed_until = null, last_error = ?, "
-                "fell_back_at = coalesce(fell_back_at, ?), expired_at = ? where dedup_key = ? and channel = ?",
+                "update deliveries set attempts = ?, next_attempt_at = ?, claimed_until = null, claim_token = null, "
+                "last_error = ?, fell_back_at = coalesce(fell_back_at, ?), expired_at = ? "
+                "where dedup_key = ? and channel = ?",
                 (
                     attempts,
                     next_attempt,
                     error,
-                    now if fallback or expired else None,
+                    now if fell_back else None,
                     now if expired else None,
                     delivery.alert.dedup_key,
                     delivery.channel,
                 ),
             )
-        if fallback or (expired and fell_back_at is None):
-            return "fallback"
         return "expired" if expired else "retry"
 
     def pending_count(self) -> int:

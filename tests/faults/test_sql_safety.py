@@ -186,7 +186,7 @@ def test_injection_payloads_as_values_are_stored_verbatim(tmp_path):
     for event_id, payload in enumerate(PAYLOADS):
         outbox.record(Signal(f"run:{payload}", True, event_id, _alert(payload)), ["webhook"])
     for delivery, payload in zip(outbox.claim_due(), PAYLOADS, strict=True):
-        assert outbox.mark_failed(delivery, f"HTTP 500: {payload}", fall_back_now=False) == "retry"
+        assert outbox.mark_failed(delivery, f"HTTP 500: {payload}") == "retry"
 
     rows = outbox.deliveries()
     assert len(rows) == len(PAYLOADS)
@@ -197,5 +197,5 @@ def test_injection_payloads_as_values_are_stored_verbatim(tmp_path):
     assert sorted(outbox.open_subjects("run:")) == sorted(f"run:{payload}" for payload in PAYLOADS)
     with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
         tables = {name for (name,) in db.execute("select name from sqlite_master where type = 'table'")}
-        assert tables == {"incidents", "alerts", "deliveries"}
+        assert tables == {"incidents", "alerts", "deliveries", "sender_lease"}
         assert db.execute("select count(*) from incidents").fetchone() == (len(PAYLOADS),)
