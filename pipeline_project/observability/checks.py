@@ -1,0 +1,79 @@
+"""Asset check results by severity: the latest result of every known check, and evaluations counted.
+
+The exporter does not load the code location, so it learns which checks exist from the runs that
+evaluated them: the check evaluations of each newly finished run (`runs.RunTracker` hands over their
+ids; one query per run, on that run's records). The latest result of every known check is then read in
+one query (`get_latest_asset_check_execution_by_key`); a check whose latest execution is still planned
+(its run is in progress) keeps its previous completed result.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+from dagster._core.storage.asset_check_execution_record import (
+    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+    AssetCheckExecutionRecord,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+SEVERITIES = [severity.value for severity in dg.AssetCheckSeverity]
+
+
+def _result(record: AssetCheckExecutionRecord | None) -> tuple[bool, str] | None:
+    """(passed, severity) of a completed execution, else None."""
+    if record is None or record.status not in COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES or record.event is None:
+        return None
+    evaluation = record.event.dagster_event.event_specific_data if record.event.dagster_event else None
+    if not isinstance(evaluation, dg.AssetCheckEvaluation):
+        return None
+    return evaluation.passed, evaluation.severity.value
+
+
+class CheckTracker:
+    def __init__(self) -> None:
+        self.keys: set[dg.AssetCheckKey] = set()
+        self.evaluations: Counter[tuple[str, str]] = Counter()
+        self._latest: dict[dg.AssetCheckKey, tuple[bool, str]] = {}
+
+    def observe_runs(self, instance: dg.DagsterInstance, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            connection = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+            for record in connection.records:
+                evaluation = record.event_log_entry.dagster_event.event_specific_data
+                self.keys.add(evaluation.asset_check_key)
+                outcome = "passed" if evaluation.passed else "failed"
+                self.evaluations[(evaluation.severity.value, outcome)] += 1
+
+    def families(self, instance: dg.DagsterInstance) -> list:
+        passed = GaugeMetricFamily(
+            "pipeline_asset_check_passed",
+            "1 when the check's latest completed evaluation passed, 0 when it failed",
+            labels=["asset", "check", "severity"],
+        )
+        evaluations = CounterMetricFamily(
+            "pipeline_asset_check_evaluations",
+            "Check evaluations in finished runs, by severity and outcome (passed, failed)",
+            labels=["severity", "outcome"],
+        )
+        for severity in SEVERITIES:
+            for outcome in ("passed", "failed"):
+                evaluations.add_metric([severity, outcome], self.evaluations[(severity, outcome)])
+        if self.keys:
+            storage = instance.event_log_storage
+            latest = storage.get_latest_asset_check_execution_by_key(sorted(self.keys, key=str))
+            for key in self.keys:
+                result = _result(latest.get(key))
+                if result is None and key not in self._latest:
+                    history = storage.get_asset_check_execution_history(
+                        key, limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+                    )
+                    result = _result(history[0] if history else None)
+                if result is not None:
+                    self._latest[key] = result
+        for key in sorted(self._latest, key=lambda k: k.to_user_string()):
+            ok, severity = self._latest[key]
+            passed.add_metric([key.asset_key.to_user_string(), key.name, severity], 1.0 if ok else 0.0)
+        return [passed, evaluations]
