@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when the starting process is gone")
     args = parser.parse_args(argv)
     configure_logging("exporter")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the instance's schema check at start-up
     try:
         settings = ExporterSettings.from_env()
     except SettingError as error:
