@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -187,11 +188,19 @@ def build_registry(
 
 
 def open_instance(settings: ExporterSettings):
+    """The instance at DAGSTER_HOME, once its storage exists: opening SQLite storage that does not exist yet
+    creates it, and two processes creating it at once (the exporter and `dagster dev` starting together)
+    can leave it with two schema heads; the exporter reads, so it waits for `make run` or `make dev`."""
     import dagster as dg
 
     home = settings.dagster_home.resolve()
     if not home.is_dir():
         raise FileNotFoundError(f"DAGSTER_HOME {home} does not exist yet (make run or make dev creates it)")
+    config_path = home / "dagster.yaml"
+    config = (yaml.safe_load(config_path.read_text()) if config_path.exists() else None) or {}
+    external = any(key in config for key in ("storage", "run_storage", "event_log_storage"))
+    if not external and not (home / "history" / "runs.db").exists():
+        raise FileNotFoundError(f"the Dagster instance at {home} has no storage yet (make run or make dev creates it)")
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 
