@@ -80,3 +80,18 @@ def test_recording_rules_used_by_the_dashboard_exist_and_the_dashboard_is_provis
     provisioning = yaml.safe_load((OBSERVABILITY / "grafana" / "provisioning.yml").read_text())
     assert provisioning["apiVersion"] == 1 and provisioning["providers"][0]["type"] == "file"
     assert Path(provisioning["providers"][0]["options"]["path"]).is_absolute()
+
+
+def test_the_prometheus_console_is_the_dashboards_health_view(exported):
+    """The README's picture is this console: its graphs are dashboard queries, its figures name only
+    exported or recorded series (and Prometheus' own ALERTS)."""
+    console = (OBSERVABILITY / "prometheus" / "consoles" / "pipeline.html").read_text()
+    dashboard_exprs = {target["expr"] for panel in PANELS for target in panel["targets"]}
+    graphs = [expr.replace('\\"', '"') for expr in re.findall(r'graph\("\w+", "((?:[^"\\]|\\.)*)"', console)]
+    assert len(graphs) == 4 and set(graphs) <= dashboard_exprs, set(graphs) - dashboard_exprs
+    figures = [expr.replace('\\"', '"') for expr in re.findall(r'(?:query|range query) "((?:[^"\\]|\\.)*)"', console)]
+    assert len(figures) >= 10
+    for expr in figures:
+        names = metric_names(expr)
+        assert "ALERTS" in expr or names, expr
+        assert not names - exported - recorded() - {"up"}, expr
