@@ -155,12 +155,12 @@ def exporter(observed):
 def test_runs_checks_and_freshness_are_scraped_from_the_instance(exporter):
     samples = scrape(exporter.url)
     job = "__ephemeral_asset_job__"
-    assert value(samples, "pipeline_runs_total", job=job, status="success") == 1  # raw_orders; broken_feed failed
-    assert value(samples, "pipeline_runs_total", job=job, status="failure") == 1
-    assert value(samples, "pipeline_runs_total", job=job, status="canceled") == 0
-    assert value(samples, "pipeline_run_duration_seconds_count", job=job, status="success") == 1
-    assert value(samples, "pipeline_run_duration_seconds_bucket", job=job, status="failure", le="+Inf") == 1
-    assert value(samples, "pipeline_run_last_success_timestamp_seconds", job=job) > time.time() - 600
+    assert value(samples, "pipeline_runs_total", dagster_job=job, status="success") == 1  # raw_orders; broken_feed failed
+    assert value(samples, "pipeline_runs_total", dagster_job=job, status="failure") == 1
+    assert value(samples, "pipeline_runs_total", dagster_job=job, status="canceled") == 0
+    assert value(samples, "pipeline_run_duration_seconds_count", dagster_job=job, status="success") == 1
+    assert value(samples, "pipeline_run_duration_seconds_bucket", dagster_job=job, status="failure", le="+Inf") == 1
+    assert value(samples, "pipeline_run_last_success_timestamp_seconds", dagster_job=job) > time.time() - 600
     checks = series(samples, "pipeline_asset_check_passed")
     assert checks[frozenset({"asset": "raw_orders", "check": "source_reconciled", "severity": "ERROR"}.items())] == 1
     assert value(samples, "pipeline_asset_check_evaluations_total", severity="ERROR", outcome="passed") >= 1

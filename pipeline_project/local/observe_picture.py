@@ -98,7 +98,7 @@ def screenshot(url: str, out: Path) -> None:
                 "--disable-background-networking",
                 "--disable-component-update",
                 f"--user-data-dir={profile}",
-                "--window-size=1500,900",
+                "--window-size=1500,1250",
                 "--virtual-time-budget=20000",
                 f"--screenshot={out}",
                 url,
