@@ -18,7 +18,7 @@ import yaml
 from pipeline_project.demo_source import Faults
 from pipeline_project.ingestion import build_api_ingestion_asset
 from pipeline_project.local.environment import REPO_ROOT
-from pipeline_project.observability.logging import JsonFormatter, configure_logging
+from pipeline_project.observability.logging import JsonFormatter, JsonLinesHandler, configure_logging
 from pipeline_project.resources import LakeResource, ShopApiResource
 
 from conftest import DAYS, TOKEN
@@ -37,8 +37,10 @@ def repo_python_logs() -> dict:
 
 
 def test_source_retry_warnings_reach_the_event_log_and_json_lines_carry_the_ids(
-    demo_source, state_dir, repo_python_logs, capfd
+    demo_source, state_dir, repo_python_logs, capfd, monkeypatch
 ):
+    # As under make run and make dev: the run's JSON lines go to $PIPELINE_LOG_DIR/runs.jsonl, not the terminal.
+    monkeypatch.setenv("PIPELINE_LOG_DIR", str(state_dir / "logs"))
     demo_source.set_faults(Faults(rate_limit_every=2, retry_after_seconds=0.05))
     with dg.instance_for_test(overrides={"python_logs": repo_python_logs}) as instance:
         result = dg.materialize(
@@ -59,7 +61,8 @@ def test_source_retry_warnings_reach_the_event_log_and_json_lines_carry_the_ids(
     assert warnings, "no retry warning in the run's event log"
     assert all(entry.step_key == "raw_orders" for entry in warnings)
 
-    lines = json_lines(capfd.readouterr().err)
+    assert not json_lines(capfd.readouterr().err)
+    lines = json_lines((state_dir / "logs" / "runs.jsonl").read_text())
     retries = [line for line in lines if line["logger"] == "pipeline_project.sources"]
     assert len(retries) == len(warnings)
     first = retries[0]
@@ -72,6 +75,13 @@ def test_source_retry_warnings_reach_the_event_log_and_json_lines_carry_the_ids(
     ]
     checks = {line["check"]: line["asset"] for line in lines if line.get("event") == "ASSET_CHECK_EVALUATION"}
     assert checks == {"source_reconciled": "raw_orders", "schema_drift": "raw_orders"}
+
+
+def test_run_json_lines_go_to_stderr_without_a_log_directory(monkeypatch):
+    monkeypatch.delenv("PIPELINE_LOG_DIR", raising=False)
+    handler = JsonLinesHandler()
+    assert handler.stream is sys.stderr
+    handler.close()
 
 
 def test_every_field_is_scrubbed_of_secrets(monkeypatch):

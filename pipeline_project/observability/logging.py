@@ -2,8 +2,9 @@
 every secret setting's value scrubbed (`secrets.redact`) from every field.
 
 Two ways in, one format:
-- Dagster runs: `dagster.yaml`'s `python_logs` attaches a handler with `JsonFormatter` to every run's log
-  manager, and names `pipeline_project` a managed logger, so warnings of the pipeline's own modules (the
+- Dagster runs: `dagster.yaml`'s `python_logs` attaches a `JsonLinesHandler` with `JsonFormatter` to every
+  run's log manager (stderr, or `$PIPELINE_LOG_DIR/runs.jsonl` under `make run` and `make dev`), and names
+  `pipeline_project` a managed logger, so warnings of the pipeline's own modules (the
   source client's retries) are captured into the run's event log too. Records from a run carry Dagster's
   metadata; the formatter lifts run id, job, step, the event type, and the asset and partition of asset
   events (a plain log line inside a step has its step, whose name is the asset's for single-asset steps,
@@ -108,6 +109,30 @@ class JsonFormatter(logging.Formatter):
         elif record.exc_text:
             payload["exc"] = record.exc_text
         return json.dumps({name: _scrub(value) for name, value in payload.items()}, ensure_ascii=False, default=str)
+
+
+RUNS_LOG_FILE = "runs.jsonl"
+
+
+class JsonLinesHandler(logging.StreamHandler):
+    """Where a run's JSON lines go: `$PIPELINE_LOG_DIR/runs.jsonl` when PIPELINE_LOG_DIR is set (`make run`
+    and `make dev` set it, so their terminals keep their own progress lines and every run appends to one
+    file), else stderr (a container's log). Each line is written whole with one write, in append mode."""
+
+    def __init__(self) -> None:
+        directory = os.environ.get("PIPELINE_LOG_DIR")
+        self._file = None
+        if directory:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            self._file = open(Path(directory) / RUNS_LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        super().__init__(self._file or sys.stderr)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._file is not None:
+                self._file.close()
 
 
 def configure_logging(process: str, level: int | str = logging.INFO, stream: TextIO | None = None) -> logging.Handler:
