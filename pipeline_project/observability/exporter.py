@@ -110,6 +110,7 @@ class PipelineCollector(Collector):
         self._cached: list = []
         self._cached_at: float | None = None
         self._errors: Counter[str] = Counter()
+        self._last_error: dict[str, str] = {}  # logged once per distinct error, not on every scrape
         self.last_durations: dict[str, float] = {}
 
     def describe(self) -> list:
@@ -159,10 +160,15 @@ class PipelineCollector(Collector):
             try:
                 families.extend(part())
                 ok = True
+                if self._last_error.pop(name, None) is not None:
+                    log.info("collector %s reads again", name)
             except Exception as error:  # one unreadable source must not hide the others
                 ok = False
                 self._errors[name] += 1
-                log.warning("collector %s failed: %s", name, redact(f"{type(error).__name__}: {error}"))
+                message = redact(f"{type(error).__name__}: {error}")
+                if self._last_error.get(name) != message:
+                    log.warning("collector %s failed: %s", name, message)
+                    self._last_error[name] = message
             self.last_durations[name] = time.perf_counter() - started
             up.add_metric([name], 1.0 if ok else 0.0)
             seconds.add_metric([name], self.last_durations[name])
