@@ -16,7 +16,7 @@ interval 2 s) from a real exporter process reading a real instance, while this h
 3. Nothing runs the alert sensors any more: the heartbeat ages until `PipelineMonitoringDown` fires, and
    the picture is taken.
 
-Needs the Debian packages `prometheus` and `chromium`; takes about eight minutes.
+Needs the Debian packages `prometheus` and `chromium`; takes about ten minutes on 2 cores.
 """
 
 from __future__ import annotations
