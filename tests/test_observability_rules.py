@@ -50,4 +50,3 @@ def test_every_alert_has_a_test_that_fires_it_and_one_that_keeps_it_quiet():
         for rule in group["rules"]:
             if "alert" in rule:
                 assert (REPO_ROOT / rule["annotations"]["runbook"]).is_file(), rule["annotations"]["runbook"]
-

@@ -17,9 +17,9 @@ It builds the history the exporter reads, in a temporary state directory, shaped
   deliveries failing first.
 
 The history is built on tmpfs (Dagster's SQLite storage opens a connection per event written) and copied
-to the state directory on disk. Then it starts the exporter as `make dev` does (a separate process, METRICS_CACHE_SECONDS=0 so every
-scrape collects) and times HTTP scrapes: the first (cold: it reads the lookback's runs), then warm scrapes
-with nothing new, then a scrape after one more run finished.
+to the state directory on disk. Then it starts the exporter as `make dev` does (a separate process;
+METRICS_CACHE_SECONDS=0, so every scrape collects) and times HTTP scrapes: the first (cold: it reads the
+lookback's runs), then warm scrapes with nothing new, then a scrape after one more run finished.
 """
 
 from __future__ import annotations
@@ -243,12 +243,30 @@ def time_scrapes(state: Path, warm: int = 20) -> dict:
     }
 
 
+def _report(args: argparse.Namespace, state: Path, history: dict) -> int:
+    result = {
+        "days": history["days"],
+        "history": history,
+        "scrape": time_scrapes(state),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()},
+    }
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["scrape"], indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--keep", type=Path, help="build the history here and keep it (default: a temp dir)")
     parser.add_argument("--report", type=Path, default=RESULTS)
+    parser.add_argument("--measure-only", action="store_true", help="time scrapes of the history in --keep again")
     args = parser.parse_args(argv)
+    if args.measure_only:
+        if args.keep is None:
+            parser.error("--measure-only needs --keep DIR (a history built before)")
+        return _report(args, args.keep, json.loads((args.keep / "history.json").read_text()))
     state = args.keep or Path(tempfile.mkdtemp(prefix="metrics-bench-"))
     # Dagster's SQLite storage opens a connection per event written (~8 ms here): the history is built in
     # memory when /dev/shm exists, then copied to `state` on disk, where the scrapes are timed.
@@ -264,16 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(build, ignore_errors=True)
         history["build_seconds"] = round(time.perf_counter() - started, 1)
         history["instance_bytes"] = sum(p.stat().st_size for p in (state / "dagster_home").rglob("*") if p.is_file())
+        history["days"] = args.days
+        (state / "history.json").write_text(json.dumps(history))
         print(f"history: {history}", flush=True)
-        result = {
-            "days": args.days,
-            "history": history,
-            "scrape": time_scrapes(state),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        }
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(result, indent=2) + "\n")
-        print(json.dumps(result["scrape"], indent=2))
+        _report(args, state, history)
     finally:
         shutil.rmtree(build, ignore_errors=True)
         if args.keep is None:

@@ -129,14 +129,17 @@ class PipelineCollector(Collector):
             self._instance.dispose()
 
     def _parts(self) -> list[tuple[str, Callable[[], list]]]:
-        def runs_and_checks() -> list:
-            finished = self.runs.update(self.instance)
-            self.checks.observe_runs(self.instance, finished)
+        def runs() -> list:
+            self.checks.observe_runs(self.instance, self.runs.update(self.instance))
             return self.runs.families()
 
+        def checks() -> list:
+            self.checks.read_runs(self.instance)
+            return self.checks.families(self.instance)
+
         return [
-            ("runs", runs_and_checks),
-            ("checks", lambda: self.checks.families(self.instance)),
+            ("runs", runs),
+            ("checks", checks),
             ("freshness", lambda: freshness.families(self.instance)),
             ("ledger", self.ledger.families),
             ("monitoring", self.monitoring.families),

@@ -97,16 +97,22 @@ class RunTracker:
 
     def families(self) -> list:
         runs = CounterMetricFamily(
-            "pipeline_runs", "Finished runs per job and outcome (success, failure, canceled)", labels=["dagster_job", "status"]
+            "pipeline_runs",
+            "Finished runs per job and outcome (success, failure, canceled)",
+            labels=["dagster_job", "status"],
         )
         durations = HistogramMetricFamily(
-            "pipeline_run_duration_seconds", "Wall time of finished runs, start to end", labels=["dagster_job", "status"]
+            "pipeline_run_duration_seconds",
+            "Wall time of finished runs, start to end",
+            labels=["dagster_job", "status"],
         )
         active = GaugeMetricFamily(
             "pipeline_runs_active", "Runs queued, starting or in progress", labels=["dagster_job", "status"]
         )
         last_success = GaugeMetricFamily(
-            "pipeline_run_last_success_timestamp_seconds", "When the job's latest successful run ended", labels=["dagster_job"]
+            "pipeline_run_last_success_timestamp_seconds",
+            "When the job's latest successful run ended",
+            labels=["dagster_job"],
         )
         for job in sorted(self.jobs):
             for outcome in OUTCOMES.values():
