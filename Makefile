@@ -18,7 +18,7 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help run dev serve-readonly stop test faults check bench alert-drill lint manifest clean install
+.PHONY: help run dev serve-readonly stop test faults check bench alert-drill prometheus lint manifest clean install
 
 help:
 	@echo "make run     materialize the whole pipeline for the last $(DAYS) days (DAYS=n to change) and print a summary"
@@ -29,6 +29,7 @@ help:
 	@echo "make serve-readonly   the UI in read-only mode on http://127.0.0.1:3001"
 	@echo "make bench   benchmarks at 1x and 10x scale -> bench/results.json, alert latency -> bench/alert_drill.json"
 	@echo "make alert-drill   a two-minute outage rehearsal with the real daemon: watch alerts and recoveries arrive"
+	@echo "make prometheus    a local Prometheus on http://127.0.0.1:9090 scraping make dev's metrics, with the alert rules"
 	@echo "make clean   remove all local state (.state/) and the dbt build artifacts"
 
 install: $(INSTALLED)
@@ -79,9 +80,14 @@ bench: $(MANIFEST)
 	$(BIN)/python -m pipeline_project.local.bench
 	@# At the production interval (30 s), so the latency is what a deployment sees.
 	$(BIN)/python -m pipeline_project.local.alert_drill --interval 30 --report bench/alert_drill.json
+	@# One scrape of the metrics exporter after 90 days of history -> bench/metrics_scrape.json.
+	$(BIN)/python -m pipeline_project.local.metrics_bench --days 90
 
 alert-drill: $(INSTALLED)
 	$(BIN)/python -m pipeline_project.local.alert_drill
+
+prometheus: $(INSTALLED)
+	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.observability.prometheus_server
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check pipeline_project tests

@@ -3,6 +3,7 @@ over GraphQL and in headless Chromium, then `make stop`, which must leave no pro
 `make serve-readonly`, which must refuse to launch runs."""
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -92,8 +93,14 @@ def _graphql(url: str, query: str) -> dict:
 
 
 def _start(target: str, state: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "SHOP_", "DAGSTER_", "LANDING"))}
-    env.update(DAGSTER_PORT=str(port), SHOP_DEMO_PORT=str(free_port()), SHOP_DEMO_SCALE="0.02")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIPELINE_", "SHOP_", "DAGSTER_", "LANDING", "METRICS_"))
+    }
+    env.update(
+        DAGSTER_PORT=str(port), SHOP_DEMO_PORT=str(free_port()), SHOP_DEMO_SCALE="0.02", METRICS_PORT=str(free_port())
+    )
     return subprocess.Popen(
         ["make", "--no-print-directory", target, f"STATE_DIR={state}"],
         cwd=REPO_ROOT,
@@ -175,6 +182,12 @@ def test_make_dev_serves_the_whole_graph_with_healthy_daemons_and_running_sensor
         for sensor in ("landing_file_sensor", "freshness_alerts", "check_alerts", "run_alerts", "alert_delivery"):
             assert sensors[sensor] == "RUNNING", sensor
         assert schedules["shop_pipeline_schedule"] == "RUNNING"
+        # The metrics exporter make dev started: on loopback, reading this instance, stopped with the rest.
+        exporter = re.search(r"Prometheus metrics at (http://127\.0\.0\.1:\d+/metrics)", log.read_text())
+        assert exporter, log.read_text()[-3000:]
+        scraped = httpx.get(exporter.group(1), timeout=60).text
+        for part in ("runs", "checks", "freshness", "ledger", "monitoring"):
+            assert f'pipeline_exporter_collector_up{{collector="{part}"}} 1.0' in scraped, scraped[-2000:]
 
         if not browser_available():
             if os.environ.get("CI"):

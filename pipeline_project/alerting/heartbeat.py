@@ -1,5 +1,7 @@
-"""Is monitoring itself alive? A check to run from outside Dagster (cron, a load balancer probe, a
-Prometheus textfile script): exits 0 when the alert delivery sensor ticked recently, 1 otherwise.
+"""Is monitoring itself alive? A check to run from outside Dagster (cron, a load balancer probe): exits 0
+when the alert delivery sensor ticked recently, 1 otherwise. Prometheus reads the same heartbeat through
+the exporter (`pipeline_monitoring_heartbeat_age_seconds`, alert `PipelineMonitoringDown`; see
+`pipeline_project/observability/`).
 
     python -m pipeline_project.alerting.heartbeat --max-age-seconds 300
 

@@ -15,6 +15,7 @@ and exit status 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -27,6 +28,7 @@ from typing import NoReturn
 from pipeline_project.demo_source.landing import write_landing_files
 from pipeline_project.demo_source.server import DIMENSION_MODES, DemoShopServer
 from pipeline_project.demo_source.world import MAX_SCALE, ShopWorld
+from pipeline_project.observability.logging import configure_logging
 
 PROG = "python -m pipeline_project.demo_source"
 DEFAULT_TOKEN = "demo-token"
@@ -99,12 +101,13 @@ def _land(world: ShopWorld, landing_dir: Path, end_date: date, days: int) -> lis
     for offset in range(days - 1, -1, -1):
         day = end_date - timedelta(days=offset)
         paths += write_landing_files(landing_dir, day, world)
-        print(f"landed web events of {day} in {landing_dir}", file=sys.stderr, flush=True)
+        logging.getLogger("pipeline_project.demo_source").info("landed web events of %s in %s", day, landing_dir)
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    configure_logging("demo_source")
     if args.scale is None:
         raw_scale = os.environ.get("SHOP_DEMO_SCALE", "1")
         try:

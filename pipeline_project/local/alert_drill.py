@@ -194,6 +194,8 @@ def _drill_environment(root: Path, interval: int, webhook_url: str, source_url: 
         **{name: "" for name in OPTIONAL_ALERT_SETTINGS},
         "DAGSTER_HOME": str(home),
         "ALERT_DIR": str(root / "alerts"),
+        # The runs' JSON-lines log (dagster.yaml python_logs) goes to a file, not over the drill's output.
+        "PIPELINE_LOG_DIR": str(root / "logs"),
         "DAGSTER_WEBSERVER_URL": "http://127.0.0.1:3000",
         "FRESHNESS_DAEMON_INTERVAL_SECONDS": str(interval),
         "ALERT_SENSOR_INTERVAL_SECONDS": str(interval),

@@ -26,6 +26,8 @@ from pipeline_project.local.environment import (
     ensure_dbt_manifest,
     prepare_environment,
 )
+from pipeline_project.observability.logging import configure_logging
+from pipeline_project.observability.process import ExporterProcess
 
 PID_FILE_NAME = "dev.pid"
 STOP_TIMEOUT_SECONDS = 30
@@ -51,12 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--read-only", action="store_true", help="webserver only, no launching or toggling")
     args = parser.parse_args(argv)
+    configure_logging("dev")
     settings = prepare_environment()
     ensure_dbt_manifest()
     host = os.environ.get("DAGSTER_HOST", "127.0.0.1")
     port = os.environ.get("DAGSTER_PORT", "3001" if args.read_only else "3000")
     pid_file = Path(settings["PIPELINE_STATE_DIR"]) / PID_FILE_NAME
     source = None
+    # Prometheus metrics (METRICS_PORT, default 9108; 127.0.0.1): started first, so a busy port stops nothing.
+    exporter = None if args.read_only else ExporterProcess(Path(settings["PIPELINE_LOG_DIR"]) / "exporter.log")
+    if exporter:
+        print(f"Prometheus metrics at {exporter.start()}", flush=True)
     if demo_source_wanted() and not args.read_only:
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
         source = DemoSourceProcess(
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", host, "-p", port, "--read-only"]
         if args.read_only
         else [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", host, "-p", port]
-    )
+    ) + ["--log-format", "json"]
     dagster = subprocess.Popen(
         command,
         cwd=REPO_ROOT,
@@ -96,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         _stop_group(dagster)
         if source:
             source.stop()
+        if exporter:
+            exporter.stop()
         pid_file.unlink(missing_ok=True)
 
 
