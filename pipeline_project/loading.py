@@ -30,7 +30,7 @@ from pipeline_project import fault_points
 from pipeline_project.contracts import QUARANTINE_REASON, REJECTED_VALUES, RawTableContract, split_batch
 from pipeline_project.dedupe import ARRIVAL
 from pipeline_project.raw_store import Lake, PartitionManifest, PartitionWriter
-from pipeline_project.reconcile import LANDING_LINES, ControlFigures, Verdict, compare, locate
+from pipeline_project.reconcile import LANDING_LINES, AccountedFigures, ControlFigures, Verdict, compare, locate
 from pipeline_project.schema_drift import PartitionDriftWatch
 from pipeline_project.sources import BrokenListing, ExtractStats
 
@@ -80,26 +80,60 @@ def load_partition(lake: Lake, contract: RawTableContract, day: date, run_id: st
 def _stage(
     writer: PartitionWriter, contract: RawTableContract, day: date, read: PartitionRead
 ) -> tuple[PartitionManifest, Verdict]:
+    """One read of the partition into the writer's staged files, and the verdict on it."""
     stats = ExtractStats()
     seconds = {"extract": 0.0, "validate": 0.0}
     drift = PartitionDriftWatch(contract, day.isoformat())
     carried = writer.carry_over() if read.merge_into_committed else 0
-    # Arrivals of merged records come after the rows they may replace.
-    arrived = writer.next_arrival if read.merge_into_committed else 0
     started = time.perf_counter()
     before = read.control() if read.control else None
     seconds["control"] = time.perf_counter() - started
+    broken = _write_batches(writer, contract, read, stats, drift, seconds)
+    started = time.perf_counter()
+    after = read.control() if read.control else (read.key_listing() if read.key_listing else None)
+    seconds["control"] += time.perf_counter() - started
+    manifest, accounted = writer.stage(
+        stats, {stage: round(value, 4) for stage, value in seconds.items()}, drift.diff.to_metadata(), carried
+    )
+    if after is None:  # landing files: the lines read are the control figure, and the ledger must add up
+        after, verdict = ControlFigures(LANDING_LINES, stats.fetched_count, 0), Verdict(True)
+    else:
+        verdict = _judge(accounted, before, after, read)
+    if ledger := manifest.ledger_problems():
+        verdict.agrees = False
+        verdict.problems.extend(ledger)
+    if broken:
+        verdict.agrees = False
+        verdict.problems.insert(0, f"the listing broke off: {broken}")
+    manifest.control = after.to_metadata()
+    manifest.verdict = verdict.to_metadata()
+    if read.merge_into_committed:
+        manifest.changes_merged = stats.fetched_count
+    return manifest, verdict
+
+
+def _write_batches(
+    writer: PartitionWriter,
+    contract: RawTableContract,
+    read: PartitionRead,
+    stats: ExtractStats,
+    drift: PartitionDriftWatch,
+    seconds: dict[str, float],
+) -> str | None:
+    """Validate and write every batch of the read; return why the listing broke off, if it did."""
+    # Arrivals of merged records come after the rows they may replace.
+    arrived = writer.next_arrival if read.merge_into_committed else 0
     stream = read.batches(stats)
-    broken = None
     while True:
         started = time.perf_counter()
         try:
             batch = next(stream, None)
         except BrokenListing as error:
-            broken, batch = str(error), None
-        seconds["extract"] += time.perf_counter() - started
+            return str(error)
+        finally:
+            seconds["extract"] += time.perf_counter() - started
         if batch is None:
-            break
+            return None
         fault_points.reached("after_extract")
         started = time.perf_counter()
         conformed = drift.admit(batch, stats.source)
@@ -118,36 +152,22 @@ def _stage(
             )
             stats.bad_lines.clear()
         fault_points.reached("mid_write")
-    started = time.perf_counter()
-    after = read.control() if read.control else (read.key_listing() if read.key_listing else None)
-    seconds["control"] += time.perf_counter() - started
-    manifest, accounted = writer.stage(
-        stats, {stage: round(value, 4) for stage, value in seconds.items()}, drift.diff.to_metadata(), carried
-    )
-    if read.control is None and read.key_listing is None:
-        after = ControlFigures(LANDING_LINES, stats.fetched_count, 0)
-        verdict = Verdict(True)
-    else:
-        verdict = compare(accounted, after)
-        if before is not None and not before.same_figures(after):
-            verdict.agrees = False
-            verdict.problems.append(
-                f"the source's control figures changed while the listing was read (before: {before.count} keys, "
-                f"after: {after.count}); the listing raced a change at the source"
-            )
-        elif not verdict.agrees and after.keys is None and read.key_listing is not None:
-            locate(verdict, accounted, read.key_listing(), after)
-    if ledger := manifest.ledger_problems():
+
+
+def _judge(
+    accounted: AccountedFigures, before: ControlFigures | None, after: ControlFigures, read: PartitionRead
+) -> Verdict:
+    """Compare what the load accounted for with the source's figures; name the differing keys if it can."""
+    verdict = compare(accounted, after)
+    if before is not None and not before.same_figures(after):
         verdict.agrees = False
-        verdict.problems.extend(ledger)
-    if broken:
-        verdict.agrees = False
-        verdict.problems.insert(0, f"the listing broke off: {broken}")
-    manifest.control = after.to_metadata()
-    manifest.verdict = verdict.to_metadata()
-    if read.merge_into_committed:
-        manifest.changes_merged = stats.fetched_count
-    return manifest, verdict
+        verdict.problems.append(
+            f"the source's control figures changed while the listing was read (before: {before.count} keys, "
+            f"after: {after.count}); the listing raced a change at the source"
+        )
+    elif not verdict.agrees and after.keys is None and read.key_listing is not None:
+        locate(verdict, accounted, read.key_listing(), after)
+    return verdict
 
 
 def quarantine_future(

@@ -429,3 +429,34 @@ def test_a_truncated_data_file_is_reported_by_verification_and_fails_the_reconci
     check = reconciliation_result(TABLE, lake, [DAY])
     assert not check.passed and check.metadata is not None
     assert "is not a readable Parquet file" in str(check.metadata)
+
+
+# ------------------------------------------------------------------------------------------------ clocks
+
+
+def test_records_stamped_in_the_future_are_quarantined_and_the_rest_loads(source, tmp_path):
+    # A source whose clock runs ahead (or a bad value) would otherwise win every later comparison of versions.
+    lake = Lake(tmp_path / "lake")
+    faults = Faults(garbage_every=9, garbage={TABLE: {"updated_at": "2099-01-01T00:00:00Z"}})
+    source.set_faults(faults)
+    contract = RAW_CONTRACTS[TABLE]
+    with _client(source.url) as client:
+        result = load_api_partition(lake, client, contract, DAY, "test-run", not_after=datetime(2026, 12, 7, 12))
+    listing = _listing(source.world, TABLE)
+    future = {record["order_id"] for position, record in enumerate(listing) if faults.garbage_at(TABLE, position)}
+    assert future and result.committed and result.manifest.reconciled
+    quarantined = pl.read_parquet(lake.quarantine_path(TABLE, DAY))
+    assert dict(quarantined.select("order_id", QUARANTINE_REASON).iter_rows()) == {
+        order_id: "updated_at:in_future" for order_id in future
+    }
+    assert result.manifest.loaded_count == len(listing) - len(future)
+    assert not set(_raw(lake)["order_id"]) & future
+
+
+def test_without_a_bound_the_same_records_load_as_they_came(source, tmp_path):
+    """The control case of the test above: nothing else quarantines these rows."""
+    lake = Lake(tmp_path / "lake")
+    source.set_faults(Faults(garbage_every=9, garbage={TABLE: {"updated_at": "2099-01-01T00:00:00Z"}}))
+    with _client(source.url) as client:
+        result = load_api_partition(lake, client, RAW_CONTRACTS[TABLE], DAY, "test-run")
+    assert result.committed and result.manifest.quarantined_count == 0
