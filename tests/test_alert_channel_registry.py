@@ -1,5 +1,5 @@
-"""The alert channel registry is the one place a channel is declared: a route naming an unknown channel fails
-loading."""
+"""The alert channel registry is the one place a channel is declared: the docs follow it, and a route naming an
+unknown channel fails loading."""
 
 import os
 import subprocess
@@ -11,6 +11,8 @@ import dagster as dg
 import pytest
 
 from pipeline_project import policies
+from pipeline_project.alerting.channels import registered_channels
+from pipeline_project.local import channel_docs
 from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.policies import AlertRoute, apply_sla_policies, check_alert_routes
 
@@ -60,3 +62,12 @@ def test_a_catalogue_group_naming_an_unknown_route_fails_too(monkeypatch):
     monkeypatch.setitem(policies.SLA_CATALOGUE, "staging", staging)
     with pytest.raises(ValueError, match="group 'staging' names the unknown route 'analytics-enginering'"):
         check_alert_routes()
+
+
+# (c) The README's channel table and .env.example's channel block are the registry's.
+
+
+@pytest.mark.parametrize("block", channel_docs.BLOCKS, ids=lambda block: block.path.name)
+def test_the_generated_channel_docs_match_the_registry(block):
+    differences = block.differences(registered_channels())
+    assert differences == [], f"{block.path.name} is stale; run `make docs`:\n" + "\n".join(differences)
