@@ -90,13 +90,26 @@ def test_the_resource_has_a_field_per_channel_setting_read_through_env_var():
     assert set(OPTIONAL_ALERT_SETTINGS) >= {setting.env for setting in channel_settings()}
 
 
-# (c) The README's channel table and .env.example's channel block are the registry's.
+# (c) The README's channel table and .env.example's channel block are the registry's; the route tables name
+# the channels of ALERT_ROUTES.
 
 
 @pytest.mark.parametrize("block", channel_docs.BLOCKS, ids=lambda block: block.path.name)
 def test_the_generated_channel_docs_match_the_registry(block):
     differences = block.differences(registered_channels())
     assert differences == [], f"{block.path.name} is stale; run `make docs`:\n" + "\n".join(differences)
+
+
+def test_the_runbook_index_routes_name_the_channels_of_alert_routes():
+    """runbooks/README.md lists each route's channels by hand, like the README (tests/test_readme.py)."""
+    index = (REPO_ROOT / "runbooks" / "README.md").read_text()
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in index.splitlines() if line.startswith("|")
+    ]
+    for name, route in policies.ALERT_ROUTES.items():
+        row = next((cells for cells in rows if cells[0].startswith(f"`{name}`")), None)
+        assert row is not None, f"runbooks/README.md has no row for the route {name}"
+        assert ", ".join(route.page) in row and ", ".join(route.notify) in row, (name, row)
 
 
 # (d) A new channel is one module plus one line in the registry.
