@@ -18,7 +18,7 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help run dev serve-readonly stop test faults check bench alert-drill prometheus lint manifest clean install
+.PHONY: help run dev serve-readonly stop test faults check bench alert-drill prometheus lint docs manifest clean install
 
 help:
 	@echo "make run     materialize the whole pipeline for the last $(DAYS) days (DAYS=n to change) and print a summary"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench   benchmarks at 1x and 10x scale -> bench/results.json, alert latency -> bench/alert_drill.json"
 	@echo "make alert-drill   a two-minute outage rehearsal with the real daemon: watch alerts and recoveries arrive"
 	@echo "make prometheus    a local Prometheus on http://127.0.0.1:9090 scraping make dev's metrics, with the alert rules"
+	@echo "make docs    regenerate the alert channel table (README.md) and settings (.env.example) from the channel modules"
 	@echo "make clean   remove all local state (.state/) and the dbt build artifacts"
 
 install: $(INSTALLED)
@@ -91,6 +92,10 @@ prometheus: $(INSTALLED)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check pipeline_project tests
+
+# The alert channel table in README.md and the channel block of .env.example, from the channel registry.
+docs: $(INSTALLED)
+	$(BIN)/python -m pipeline_project.local.channel_docs
 
 clean:
 	rm -rf $(STATE_DIR) dbt_project/target dbt_project/logs test-artifacts

@@ -9,10 +9,13 @@ policy, pool) are read from here by the asset factories, since Dagster sets thos
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import dagster as dg
+
+from pipeline_project.alerting.channels import channel_names
 
 # DuckDB allows one writer process per database file: everything that writes or reads the warehouse
 # shares this pool, whose limit is 1 (`concurrency.pools.default_limit` in dagster.yaml).
@@ -74,8 +77,9 @@ SLA_CATALOGUE: dict[str, SlaPolicy] = {
 
 @dataclass(frozen=True)
 class AlertRoute:
-    """The channels an alert on this route goes to: `page` for ERROR, `notify` for WARN. Channels that
-    are not configured are skipped; the log channel is always configured."""
+    """The channels an alert on this route goes to: `page` for ERROR, `notify` for WARN, by their names in
+    the channel registry (`alerting/channels/`). Channels that are not configured are skipped; the log
+    channel is always configured. A name the registry does not know fails loading (`check_alert_routes`)."""
 
     page: tuple[str, ...]
     notify: tuple[str, ...]
@@ -91,6 +95,30 @@ ALERT_ROUTES: dict[str, AlertRoute] = {
 # Alerts about no asset in particular (alert delivery failing) and about assets outside the catalogue.
 DEFAULT_ALERT_ROUTE = "data-platform-oncall"
 DEFAULT_OWNERS = ("team:data-platform",)
+
+
+def check_alert_routes(routes: Mapping[str, AlertRoute] | None = None) -> None:
+    """Fail when a route names a channel the registry does not know (a typo that would otherwise page
+    nobody), or when the catalogue or the default names a route that does not exist (which would fall back
+    to the default route unnoticed). Run when the SLA catalogue is applied, so a code location with such a
+    route does not load; the error names the route, the unknown channel and the known ones."""
+    routes = ALERT_ROUTES if routes is None else routes
+    known = channel_names()
+    problems = [
+        f"route {name!r} names the unknown channel {channel!r} in its {kind} list"
+        for name, route in routes.items()
+        for kind in ("page", "notify")
+        for channel in getattr(route, kind)
+        if channel not in known
+    ]
+    used = {f"group {group!r}": policy.alert_route for group, policy in SLA_CATALOGUE.items()}
+    used["DEFAULT_ALERT_ROUTE"] = DEFAULT_ALERT_ROUTE
+    problems += [f"{where} names the unknown route {route!r}" for where, route in used.items() if route not in routes]
+    if problems:
+        raise ValueError(
+            f"alert routes (pipeline_project/policies.py): {'; '.join(problems)}. "
+            f"Known channels: {', '.join(known)}; known routes: {', '.join(routes)}"
+        )
 
 
 def op_policy(groups: tuple[str, ...]) -> SlaPolicy:
@@ -116,6 +144,7 @@ def _stamp(policy: SlaPolicy):
 
 
 def apply_sla_policies(defs: dg.Definitions) -> dg.Definitions:
+    check_alert_routes()
     # map_resolved_asset_specs and group selections are marked preview/beta; they are the documented way to
     # apply a policy by selection in 1.13, so their warnings would only be noise at every load.
     with warnings.catch_warnings():

@@ -11,22 +11,34 @@ import logging
 import os
 import re
 
-SECRET_SETTINGS = (
-    "SHOP_API_TOKEN",
-    "ALERT_WEBHOOK_URL",
-    "ALERT_SLACK_WEBHOOK_URL",
-    "ALERT_PAGERDUTY_ROUTING_KEY",
-    "ALERT_SMTP_PASSWORD",
-)
+# The secret settings that are not an alert channel's: the channels mark theirs in their module.
+SOURCE_SECRET_SETTINGS = ("SHOP_API_TOKEN",)
 REDACTED = "***"
 # Shorter values would redact ordinary words; no real token, key or webhook URL is this short.
 _MIN_SECRET_LENGTH = 6
 
 
+def secret_settings() -> tuple[str, ...]:
+    """Every setting that holds a secret: the source's token and each alert channel setting marked secret."""
+    # The registry is imported here, when asked, not at the top: the channel modules import this module (for
+    # its httpx log filter), so reading the registry while this module loads would have them import it
+    # half-initialized; and the source client, which imports this module too, has no use for alerting.
+    from pipeline_project.alerting.channels import channel_settings
+
+    return (*SOURCE_SECRET_SETTINGS, *(setting.env for setting in channel_settings() if setting.secret))
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """`SECRET_SETTINGS` is `secret_settings()`, computed when read for the reason that function gives."""
+    if name == "SECRET_SETTINGS":
+        return secret_settings()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def redact(text: str) -> str:
     """`text` with the value of every secret setting present in the environment replaced by ***."""
     secrets = sorted(
-        {value for name in SECRET_SETTINGS if len(value := os.environ.get(name, "")) >= _MIN_SECRET_LENGTH},
+        {value for name in secret_settings() if len(value := os.environ.get(name, "")) >= _MIN_SECRET_LENGTH},
         key=len,
         reverse=True,
     )

@@ -11,17 +11,12 @@ import traceback
 import pytest
 
 from pipeline_project.alerting.alert import RUNBOOKS, Action, Alert, AlertKind, Severity
-from pipeline_project.alerting.channels import (
-    DeliveryError,
-    EmailChannel,
-    LogChannel,
-    PagerDutyChannel,
-    SlackChannel,
-    WebhookChannel,
-    configured_channels,
-    email_message,
-    slack_message,
-)
+from pipeline_project.alerting.channels import DeliveryError, configured_channels
+from pipeline_project.alerting.channels.email import EmailChannel, email_message
+from pipeline_project.alerting.channels.log import LogChannel
+from pipeline_project.alerting.channels.pagerduty import PagerDutyChannel
+from pipeline_project.alerting.channels.slack import SlackChannel, slack_message
+from pipeline_project.alerting.channels.webhook import WebhookChannel
 
 from receivers import SmtpReceiver, WebhookReceiver, free_port, loopback_tls
 

@@ -18,13 +18,9 @@ from collections import Counter
 import pytest
 
 from pipeline_project.alerting.alert import RUNBOOKS, Action, Alert, AlertKind, Severity
-from pipeline_project.alerting.channels import (
-    SEND_DEADLINE_SECONDS,
-    DeliveryError,
-    EmailChannel,
-    WebhookChannel,
-    configured_channels,
-)
+from pipeline_project.alerting.channels import SEND_DEADLINE_SECONDS, DeliveryError, configured_channels
+from pipeline_project.alerting.channels.email import EmailChannel
+from pipeline_project.alerting.channels.webhook import WebhookChannel
 from pipeline_project.alerting.delivery import deliver_due
 from pipeline_project.alerting.outbox import DeliveryPolicy, Outbox, Signal
 from pipeline_project.fault_points import SETTING

@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipeline_project.alerting.channels import LogChannel
+from pipeline_project.alerting.channels.log import LogChannel
 from pipeline_project.alerting.outbox import Outbox
 from pipeline_project.alerting.signals import delivery_failing_signal
 from pipeline_project.demo_source import Faults

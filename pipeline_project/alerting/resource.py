@@ -1,8 +1,11 @@
 """The alerting resource: where the outbox lives, which channels are configured, the webserver's URL.
 
-Every field comes from an environment variable (see `.env.example`); an empty channel setting turns that
-channel off. The webhook URLs, the PagerDuty routing key and the SMTP password are secrets: they are only
-ever read through `dg.EnvVar`, so Dagster does not display them, and they never appear in alert text.
+Every field comes from an environment variable (see `.env.example`). The channel fields are not listed here:
+there is one per setting of every channel in the registry (`alerting/channels/`), named after the setting
+(ALERT_SMTP_HOST -> smtp_host), empty by default; an empty channel setting turns that channel off.
+`alerting_resource_from_env` reads each of them through `dg.EnvVar`, so Dagster does not display the ones
+marked secret (webhook URLs, the PagerDuty routing key, the SMTP password), and they never appear in alert
+text.
 """
 
 from __future__ import annotations
@@ -10,42 +13,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pydantic
 
-from pipeline_project.alerting.channels import Channel, configured_channels
+from pipeline_project.alerting.channels import Channel, channel_settings, configured_channels
+from pipeline_project.alerting.channels.log import LOG_PATH
 from pipeline_project.alerting.outbox import DeliveryPolicy, Outbox
 
-CHANNEL_SETTINGS = {
-    "webhook_url": "ALERT_WEBHOOK_URL",
-    "slack_webhook_url": "ALERT_SLACK_WEBHOOK_URL",
-    "pagerduty_routing_key": "ALERT_PAGERDUTY_ROUTING_KEY",
-    "pagerduty_events_url": "ALERT_PAGERDUTY_EVENTS_URL",
-    "smtp_host": "ALERT_SMTP_HOST",
-    "smtp_port": "ALERT_SMTP_PORT",
-    "smtp_user": "ALERT_SMTP_USER",
-    "smtp_password": "ALERT_SMTP_PASSWORD",
-    "smtp_security": "ALERT_SMTP_SECURITY",
-    "email_from": "ALERT_EMAIL_FROM",
-    "email_to": "ALERT_EMAIL_TO",
-}
+# Field -> environment variable, for every setting of every registered channel.
+CHANNEL_SETTINGS: dict[str, str] = {setting.field: setting.env for setting in channel_settings()}
+
+# The channel fields as a base class, derived from the registry: plain `str` fields with their setting's
+# meaning as the description Dagster shows, so the resource below reads like one written by hand.
+_ChannelFields = pydantic.create_model(
+    "_ChannelFields",
+    __base__=dg.ConfigurableResource,
+    __module__=__name__,
+    **{
+        setting.field: (str, pydantic.Field(default="", description=f"{setting.env}: {setting.meaning}"))
+        for setting in channel_settings()
+    },
+)
 
 
-class AlertingResource(dg.ConfigurableResource):
+class AlertingResource(_ChannelFields):
     directory: str
     webserver_url: str
     # Where the runbooks are published (e.g. the repository's URL on your Git host, ending in the branch),
     # so alerts carry a clickable link instead of a path in the repository.
     runbook_base_url: str = ""
-    webhook_url: str = ""
-    slack_webhook_url: str = ""
-    pagerduty_routing_key: str = ""
-    pagerduty_events_url: str = ""
-    smtp_host: str = ""
-    smtp_port: str = ""
-    smtp_user: str = ""
-    smtp_password: str = ""
-    smtp_security: str = ""
-    email_from: str = ""
-    email_to: str = ""
     retry_base_seconds: float = 15.0
     fallback_after_attempts: int = 3
 
@@ -65,11 +60,18 @@ class AlertingResource(dg.ConfigurableResource):
 
     def channels(self) -> dict[str, Channel]:
         settings = {env: getattr(self, field) for field, env in CHANNEL_SETTINGS.items()}
-        settings["ALERT_LOG_PATH"] = str(self.path / "alerts.log")
+        settings[LOG_PATH] = str(self.path / "alerts.log")
         return configured_channels(settings)
 
 
+_clashes = sorted(set(CHANNEL_SETTINGS) & set(AlertingResource.__annotations__))
+if _clashes:
+    raise ValueError(f"channel settings would replace AlertingResource's own fields: {_clashes}")
+
+
 def alerting_resource_from_env(**tuning) -> AlertingResource:
+    """The resource as a code location builds it: every setting, the secret ones included, read through
+    `dg.EnvVar` when the resource is initialized, never at import."""
     return AlertingResource(
         directory=dg.EnvVar("ALERT_DIR"),
         webserver_url=dg.EnvVar("DAGSTER_WEBSERVER_URL"),

@@ -55,6 +55,9 @@ SENSOR_INTERVAL_SECONDS = int(os.environ.get("ALERT_SENSOR_INTERVAL_SECONDS", "3
 
 
 def route_channels(alert: Alert, available: dict[str, Channel]) -> list[str]:
+    """The channels of the alert's route that are on. Routes name registered channels only (loading the
+    definitions fails otherwise: `policies.check_alert_routes`), so a name missing from `available` is a
+    channel whose settings are empty, and is skipped."""
     route = ALERT_ROUTES.get(alert.route or DEFAULT_ALERT_ROUTE, ALERT_ROUTES[DEFAULT_ALERT_ROUTE])
     wanted = route.page if alert.severity is Severity.ERROR else route.notify
     return [name for name in wanted if name in available] or [LOG_CHANNEL]

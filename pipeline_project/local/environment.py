@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-from pipeline_project.alerting.resource import CHANNEL_SETTINGS
+from pipeline_project.alerting.channels import channel_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_TOKEN = "demo-token"
@@ -26,8 +26,9 @@ def demo_source_port() -> int:
     return int(os.environ.get("SHOP_DEMO_PORT") or DEMO_SOURCE_PORT)
 
 
-# Off unless set: an empty value turns a channel off (the log channel is always on).
-OPTIONAL_ALERT_SETTINGS = (*CHANNEL_SETTINGS.values(), "ALERT_RUNBOOK_BASE_URL")
+# Off unless set: an empty value turns a channel off (the log channel is always on). Every channel's settings,
+# from the registry (`alerting/channels/`).
+OPTIONAL_ALERT_SETTINGS = (*(setting.env for setting in channel_settings()), "ALERT_RUNBOOK_BASE_URL")
 
 
 def prepare_environment(isolated_state: Path | None = None) -> dict[str, str]:
