@@ -38,8 +38,10 @@ $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required, found " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock 2>&1 | $(QUIET_PIP)
-	@# The package is used in place (an editable install without a build step): put the repo on the venv's path.
-	$(BIN)/python -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "pipeline_project.pth").write_text("$(CURDIR)\n")'
+	@# An editable install (offline: setuptools comes from the lock) puts the package on the path in place and
+	@# the console scripts of pyproject.toml ([project.scripts]: `oncall`) in $(BIN). Older venvs had a .pth.
+	rm -f $(VENV)/lib/python*/site-packages/pipeline_project.pth
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --no-index -e . 2>&1 | $(QUIET_PIP)
 	@touch $@
 
 manifest: $(MANIFEST)
