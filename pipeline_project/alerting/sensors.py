@@ -148,7 +148,7 @@ def check_alerts(context: dg.SensorEvaluationContext, alerting: AlertingResource
         for check_key in sorted(graph.asset_check_keys, key=lambda key: key.to_user_string()):
             name = check_key.to_user_string()
             for execution in _new_check_executions(context.instance, check_key, seen.get(name)):
-                yield check_signal(execution.id, execution.event, sla_of, alerting.webserver_url)
+                yield check_signal(execution.id, execution.event, sla_of, alerting.webserver_url, context.instance)
                 seen[name] = execution.id
                 context.update_cursor(json.dumps(seen, sort_keys=True))
 
