@@ -22,7 +22,7 @@ export PATH := $(BIN):$(PATH)
 
 help:
 	@echo "make run     materialize the whole pipeline for the last $(DAYS) days (DAYS=n to change) and print a summary"
-	@echo "make dev     Dagster UI + daemon on http://127.0.0.1:3000 with the demo source (make stop to end it)"
+	@echo "make dev     Dagster UI + daemon on http://127.0.0.1:3000 (DAGSTER_PORT) with the demo source on :8765 (SHOP_DEMO_PORT), supervised; make stop ends it"
 	@echo "make test    the whole test suite (what CI runs)"
 	@echo "make faults  the fault-injection tests alone (they are part of make test)"
 	@echo "make check   CI gate: materialize a sample, run every asset check, fail on any ERROR (JUnit XML in test-artifacts/)"
@@ -59,14 +59,8 @@ dev: $(MANIFEST)
 serve-readonly: $(MANIFEST)
 	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev --read-only
 
-stop:
-	@pid_file=$(STATE_DIR)/dev.pid; \
-	if [ -f $$pid_file ] && kill -0 "$$(cat $$pid_file)" 2>/dev/null; then \
-	  pid=$$(cat $$pid_file); kill -TERM $$pid; echo "stopping make dev (pid $$pid)"; \
-	  for _ in $$(seq 60); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; \
-	  if kill -0 $$pid 2>/dev/null; then echo "make dev (pid $$pid) is still running after 30 s"; exit 1; fi; \
-	  echo "stopped"; \
-	else echo "make dev is not running"; rm -f $$pid_file; fi
+stop: $(INSTALLED)
+	@PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev --stop
 
 test: $(MANIFEST)
 	$(BIN)/python -m pytest

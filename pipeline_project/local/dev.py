@@ -1,7 +1,17 @@
-"""`make dev`: the demo source, then the Dagster webserver and daemon on 127.0.0.1, stopped together.
+"""`make dev`: the demo source, then the Dagster webserver and daemon on 127.0.0.1, supervised and stopped together.
 
-`make serve-readonly` (`--read-only`): only the webserver, in read-only mode (nothing can be launched or
-switched on or off), for showing the pipeline to people who should not operate it.
+    make dev              # python -m pipeline_project.local.dev
+    make serve-readonly   # ... --read-only: only the webserver, read-only (nothing can be launched or toggled)
+    make stop             # ... --stop: stop what a `make dev` of this state directory started
+
+Ports: the UI on DAGSTER_HOST:DAGSTER_PORT (127.0.0.1:3000; read-only 3001), the demo source on
+127.0.0.1:SHOP_DEMO_PORT (8765). Links in alerts use DAGSTER_WEBSERVER_URL, which defaults to the UI's
+address; a loopback URL on another port than the one served is corrected, with a notice.
+
+What it starts, it watches: a demo source that dies is restarted on the same port (backing off while it
+cannot start) and each restart is reported on the console, in the demo source's log and in
+`<state>/dev.json`, which also names every process `make stop` stops and where the UI and the source are
+(`oncall env` reads it). The code location keeps the source's address, so a restart needs nothing else.
 
 `dagster dev` runs in its own process group with default signal handling (a child started from a
 non-interactive shell would otherwise inherit an ignored SIGINT, which Dagster copies onto SIGTERM), so
@@ -15,20 +25,39 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pipeline_project.local.demo_process import DemoSourceProcess
+from pipeline_project.local.demo_process import DemoSourceProcess, describe_exit
+from pipeline_project.local.dev_runtime import DevRuntime, process_alive, runtime_path
 from pipeline_project.local.environment import (
     REPO_ROOT,
+    dagster_host,
+    dagster_port,
     demo_source_port,
     demo_source_wanted,
     ensure_dbt_manifest,
     prepare_environment,
+    served_webserver_url,
 )
 
-PID_FILE_NAME = "dev.pid"
 STOP_TIMEOUT_SECONDS = 30
+WATCH_INTERVAL_SECONDS = 1.0
+RESTART_BACKOFF_SECONDS = (1, 2, 4, 8, 15, 30)
+DEMO_SOURCE_DAYS = 7
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
+def say(text: str) -> None:
+    print(f"make dev: {text}", flush=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _reset_signals() -> None:
@@ -36,67 +65,220 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _group_alive(pgid: int) -> bool:
+    """Some process of the group has not exited (zombies, which only wait to be collected, do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def stop_group(pgid: int, grace_seconds: float = STOP_TIMEOUT_SECONDS) -> None:
+    """SIGTERM the process group, SIGKILL what is left of it after the grace period. Dagster's code servers
+    outlive their parent and wait for a heartbeat timeout before exiting; the group ends them too."""
+    deadline = time.monotonic() + grace_seconds
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def _stop_group(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    stop_group(process.pid, grace_seconds=5)
+    process.wait()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--read-only", action="store_true", help="webserver only, no launching or toggling")
-    args = parser.parse_args(argv)
-    settings = prepare_environment()
-    ensure_dbt_manifest()
-    host = os.environ.get("DAGSTER_HOST", "127.0.0.1")
-    port = os.environ.get("DAGSTER_PORT", "3001" if args.read_only else "3000")
-    pid_file = Path(settings["PIPELINE_STATE_DIR"]) / PID_FILE_NAME
-    source = None
-    if demo_source_wanted() and not args.read_only:
-        yesterday = datetime.now(UTC).date() - timedelta(days=1)
-        source = DemoSourceProcess(
-            Path(settings["LANDING_DIR"]),
-            yesterday,
-            days=7,
-            port=demo_source_port(),
-            log_path=Path(settings["PIPELINE_LOG_DIR"]) / "demo_source.log",
+def webserver_url_in_use(host: str, port: int) -> str:
+    """DAGSTER_WEBSERVER_URL for the alerts: the configured one, unless it names this machine on another port."""
+    served = served_webserver_url(host, port)
+    configured = os.environ.get("DAGSTER_WEBSERVER_URL", "")
+    parts = urlsplit(configured)
+    if not configured or (parts.hostname in LOOPBACK_HOSTS and parts.port != port):
+        if configured and configured.rstrip("/") != served:
+            say(f"DAGSTER_WEBSERVER_URL={configured} is this machine on another port; alerts link {served}")
+        os.environ["DAGSTER_WEBSERVER_URL"] = served
+    return os.environ["DAGSTER_WEBSERVER_URL"]
+
+
+class SupervisedSource:
+    """The demo source, restarted on the same port when it dies, each restart reported and recorded."""
+
+    def __init__(self, source: DemoSourceProcess, runtime: DevRuntime, state_dir: Path) -> None:
+        self.source = source
+        self.runtime = runtime
+        self.state_dir = state_dir
+        self._failed_restarts = 0
+        self._next_attempt = 0.0
+
+    def _log(self, text: str) -> None:
+        say(text)
+        if self.source.log_path:
+            with self.source.log_path.open("a") as log:
+                log.write(f"{_now()} make dev: {text}\n")
+
+    def check(self) -> None:
+        """Restart the source if it died (call it periodically)."""
+        status = self.source.exit_status()
+        if status is None or time.monotonic() < self._next_attempt:
+            return
+        if self._failed_restarts == 0:
+            self.runtime.source_last_exit = describe_exit(status)
+            self._log(f"the demo source (pid {self.source.pid}) {describe_exit(status)}; restarting it")
+        try:
+            self.source.restart()
+        except (RuntimeError, OSError) as error:
+            delay = RESTART_BACKOFF_SECONDS[min(self._failed_restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
+            self._failed_restarts += 1
+            self._next_attempt = time.monotonic() + delay
+            self._log(f"restarting the demo source failed ({error}); next attempt in {delay} s")
+            return
+        self._failed_restarts = 0
+        self.runtime.source_restarts += 1
+        self.runtime.source_last_restart = _now()
+        self.runtime.source_pid = self.source.pid
+        self.runtime.write(self.state_dir)
+        self._log(
+            f"restarted the demo source at {self.source.url} (pid {self.source.pid}, "
+            f"restart {self.runtime.source_restarts} since make dev started)"
         )
-        source.start()
+
+
+@contextmanager
+def demo_source(settings: dict[str, str], runtime: DevRuntime) -> Iterator[SupervisedSource]:
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    source = DemoSourceProcess(
+        Path(settings["LANDING_DIR"]),
+        yesterday,
+        days=DEMO_SOURCE_DAYS,
+        port=demo_source_port(),
+        log_path=Path(settings["PIPELINE_LOG_DIR"]) / "demo_source.log",
+    )
+    source.start()
+    try:
         source.export_settings()
-        print(f"demo shop source at {os.environ['SHOP_API_URL']}", flush=True)
+        runtime.source_url, runtime.source_pid = source.url, source.pid
+        say(f"demo shop source at {source.url} (SHOP_DEMO_PORT; restarted if it dies)")
+        yield SupervisedSource(source, runtime, Path(settings["PIPELINE_STATE_DIR"]))
+    finally:
+        source.stop()
+
+
+@contextmanager
+def dagster_processes(read_only: bool, host: str, port: int) -> Iterator[subprocess.Popen]:
     bin_dir = Path(sys.executable).parent
     command = (
-        [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", host, "-p", port, "--read-only"]
-        if args.read_only
-        else [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", host, "-p", port]
+        [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", host, "-p", str(port), "--read-only"]
+        if read_only
+        else [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)]
     )
-    dagster = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        start_new_session=True,
-        preexec_fn=_reset_signals,
+    process = subprocess.Popen(command, cwd=REPO_ROOT, start_new_session=True, preexec_fn=_reset_signals)
+    try:
+        yield process
+    finally:
+        _stop_group(process)
+
+
+def serve(read_only: bool) -> int:
+    settings = prepare_environment()
+    ensure_dbt_manifest()
+    state_dir = Path(settings["PIPELINE_STATE_DIR"])
+    host, port = dagster_host(), dagster_port(read_only)
+    running = DevRuntime.running(state_dir)
+    if running is not None:
+        say(f"already running (pid {running.pid}, UI {running.webserver_url}); `make stop` ends it")
+        return 1
+    runtime = DevRuntime(
+        pid=os.getpid(), webserver_url=webserver_url_in_use(host, port), read_only=read_only, started_at=_now()
     )
-    pid_file.write_text(str(os.getpid()))
 
     def shut_down(signum, frame) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGINT, shut_down)
     signal.signal(signal.SIGTERM, shut_down)
-    mode = " (read-only)" if args.read_only else ""
-    print(f"Dagster UI{mode} on http://{host}:{port} (Ctrl-C or `make stop` to stop everything)", flush=True)
+    with ExitStack() as services:
+        services.callback(runtime_path(state_dir).unlink, missing_ok=True)
+        source = None
+        if demo_source_wanted() and not read_only:
+            source = services.enter_context(demo_source(settings, runtime))
+        dagster = services.enter_context(dagster_processes(read_only, host, port))
+        runtime.dagster_pid = dagster.pid
+        runtime.write(state_dir)
+        mode = " (read-only)" if read_only else ""
+        say(f"Dagster UI{mode} on {served_webserver_url(host, port)} (DAGSTER_PORT; Ctrl-C or `make stop` ends it)")
+        while dagster.poll() is None:
+            if source is not None:
+                source.check()
+            time.sleep(WATCH_INTERVAL_SECONDS)
+        return dagster.returncode
+
+
+def _is(pid: int | None, marker: str) -> bool:
+    """The process is alive and still the one we started (pids are reused)."""
+    if not process_alive(pid):
+        return False
     try:
-        return dagster.wait()
-    finally:
-        _stop_group(dagster)
-        if source:
-            source.stop()
-        pid_file.unlink(missing_ok=True)
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return True
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not process_alive(pid)
+
+
+def stop() -> int:
+    """Stop the `make dev` of this state directory and whatever it started that is still running."""
+    settings = prepare_environment()
+    state_dir = Path(settings["PIPELINE_STATE_DIR"])
+    runtime = DevRuntime.read(state_dir)
+    if runtime is None:
+        print("make dev is not running")
+        return 0
+    status = 0
+    if _is(runtime.pid, "pipeline_project.local.dev"):
+        print(f"stopping make dev (pid {runtime.pid})")
+        os.kill(runtime.pid, signal.SIGTERM)
+        if not _wait_gone(runtime.pid, 2 * STOP_TIMEOUT_SECONDS):
+            print(f"make dev (pid {runtime.pid}) is still running after {2 * STOP_TIMEOUT_SECONDS} s")
+            return 1
+    else:
+        print(f"make dev (pid {runtime.pid}) is not running; stopping what it left behind")
+    # Whatever outlived its supervisor (it was killed, or did not finish stopping).
+    if runtime.dagster_pid and _group_alive(runtime.dagster_pid):
+        print(f"stopping the Dagster processes left in group {runtime.dagster_pid}")
+        stop_group(runtime.dagster_pid)
+    if _is(runtime.source_pid, "pipeline_project.demo_source"):
+        print(f"stopping the demo source (pid {runtime.source_pid})")
+        os.kill(runtime.source_pid, signal.SIGTERM)
+        if not _wait_gone(runtime.source_pid, 10):
+            os.kill(runtime.source_pid, signal.SIGKILL)
+            status = 1
+    runtime_path(state_dir).unlink(missing_ok=True)
+    print("stopped")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--read-only", action="store_true", help="webserver only, no launching or toggling")
+    mode.add_argument("--stop", action="store_true", help="stop the make dev of this state directory")
+    args = parser.parse_args(argv)
+    return stop() if args.stop else serve(args.read_only)
 
 
 if __name__ == "__main__":
