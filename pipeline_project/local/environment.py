@@ -13,8 +13,6 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-from pipeline_project.alerting.resource import CHANNEL_SETTINGS
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_TOKEN = "demo-token"
 # Where `make dev` serves the demo source; SHOP_DEMO_PORT overrides the port.
@@ -42,15 +40,26 @@ def served_webserver_url(host: str, port: int | str) -> str:
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
 
 
-# Off unless set: an empty value turns a channel off (the log channel is always on).
-OPTIONAL_ALERT_SETTINGS = (*CHANNEL_SETTINGS.values(), "ALERT_RUNBOOK_BASE_URL")
+def optional_alert_settings() -> tuple[str, ...]:
+    """Off unless set: an empty value turns a channel off (the log channel is always on)."""
+    from pipeline_project.alerting.resource import CHANNEL_SETTINGS  # imports dagster: only when needed
+
+    return (*CHANNEL_SETTINGS.values(), "ALERT_RUNBOOK_BASE_URL")
 
 
-def resolve_environment(isolated_state: Path | None = None) -> dict[str, str]:
+def __getattr__(name: str):
+    # OPTIONAL_ALERT_SETTINGS on first use, so that tools that never load the code location start fast.
+    if name == "OPTIONAL_ALERT_SETTINGS":
+        return optional_alert_settings()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def resolve_environment(isolated_state: Path | None = None, alert_settings: bool = True) -> dict[str, str]:
     """Load `.env` and fill in the local defaults in os.environ, creating nothing; return the paths used.
 
     With `isolated_state`, every path is put under that directory whatever `.env` or the environment say,
-    so a throwaway run (the check gate, a benchmark) can never touch real state.
+    so a throwaway run (the check gate, a benchmark) can never touch real state. `alert_settings=False` leaves
+    the optional alert settings alone (only the code location needs them present, if empty).
     """
     load_dotenv(REPO_ROOT / ".env", override=False)
     if isolated_state is not None:
@@ -72,7 +81,7 @@ def resolve_environment(isolated_state: Path | None = None) -> dict[str, str]:
     # `make dev` serves on DAGSTER_HOST:DAGSTER_PORT.
     if not os.environ.get("DAGSTER_WEBSERVER_URL"):
         os.environ["DAGSTER_WEBSERVER_URL"] = served_webserver_url(dagster_host(), dagster_port())
-    for name in OPTIONAL_ALERT_SETTINGS:
+    for name in optional_alert_settings() if alert_settings else ():
         os.environ.setdefault(name, "")
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")

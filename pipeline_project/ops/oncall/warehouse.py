@@ -1,0 +1,141 @@
+"""The warehouse, read-only, and what dbt recorded of a run (its results, its log, a failing test's rows)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from pipeline_project.ops.oncall.common import OncallError, clip, print_table, say
+from pipeline_project.warehouse import WarehouseLockedError, connect
+
+# Short: the command is interactive, and the error names the process holding the warehouse.
+WAREHOUSE_LOCK_WAIT_SECONDS = 5
+RUN_ID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+FAILING_ROWS_SHOWN = 20
+# dagster-dbt gives each dbt invocation of a run its own folder under the target path: `<op>-<run id[:7]>-<random>`.
+DBT_OK = {"success", "pass"}
+
+
+@contextmanager
+def warehouse() -> Iterator[duckdb.DuckDBPyConnection]:
+    path = Path(os.environ["PIPELINE_WAREHOUSE_PATH"])
+    if not path.exists():
+        raise OncallError(f"no warehouse at {path}: run `make run` first")
+    try:
+        with connect(path, read_only=True, lock_wait_seconds=WAREHOUSE_LOCK_WAIT_SECONDS) as connection:
+            yield connection
+    except WarehouseLockedError as error:
+        raise OncallError(
+            f"{error}. A run's dbt build is writing it: retry when it is done, or query the raw layer with lake-sql"
+        ) from None
+
+
+def show_query(connection: duckdb.DuckDBPyConnection, query: str) -> None:
+    try:
+        relation = connection.sql(query)
+        say("done (no result set)" if relation is None else str(relation))
+    except duckdb.Error as error:
+        raise OncallError(f"the query failed: {error}") from None
+
+
+def sql(args: argparse.Namespace) -> int:
+    with warehouse() as connection:
+        show_query(connection, args.query)
+    return 0
+
+
+def dbt_target() -> Path:
+    from pipeline_project.project import dbt_project  # imported here: loading dagster_dbt takes seconds
+
+    return dbt_project.project_dir / os.environ.get("DBT_TARGET_PATH", dbt_project.target_path)
+
+
+def dbt_invocations(run_id: str) -> list[Path]:
+    """The run's dbt invocation folders, the latest first (a retried step has one per attempt)."""
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise OncallError(f"{run_id!r} is not a run id (the hexadecimal id at the end of the alert's run link)")
+    return sorted(dbt_target().glob(f"*-{run_id[:7]}-*"), key=lambda path: path.stat().st_mtime, reverse=True)
+
+
+def compiled_test_sql(run_id: str, test: str) -> str:
+    """The SQL dbt ran for `test` in the run's last dbt invocation (its run_results.json keeps it)."""
+    for invocation in dbt_invocations(run_id):
+        results = invocation / "run_results.json"
+        if not results.exists():
+            continue
+        for result in json.loads(results.read_text())["results"]:
+            kind, _, name, *_ = result["unique_id"].split(".")  # test.<project>.<test name>[.<hash>]
+            if kind == "test" and name == test and result.get("compiled_code"):
+                return result["compiled_code"].strip().rstrip(";")
+    raise OncallError(
+        f"no compiled SQL for dbt test {test!r} of run {run_id} in {dbt_target()}/*-{run_id[:7]}-*/run_results.json"
+    )
+
+
+def dbt_failing_rows(args: argparse.Namespace) -> int:
+    query = compiled_test_sql(args.run_id, args.test)
+    with warehouse() as connection:
+        try:
+            [(count,)] = connection.execute(f"select count(*) from ({query}) as failing").fetchall()
+        except duckdb.Error as error:
+            raise OncallError(f"the test's SQL no longer runs on the warehouse: {error}") from None
+        say(f"{args.test}: {count} failing row(s) now" + (f"; the first {FAILING_ROWS_SHOWN}:" if count else ""))
+        if count:
+            show_query(connection, f"select * from ({query}) as failing limit {FAILING_ROWS_SHOWN}")
+    return 0
+
+
+def _log_nodes(log: Path) -> dict[str, dict]:
+    """The last state dbt logged for each node: {unique_id: node_info} from its JSON debug log."""
+    nodes: dict[str, dict] = {}
+    if not log.exists():
+        return nodes
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            info = json.loads(line).get("data", {}).get("node_info")
+        except json.JSONDecodeError:
+            continue
+        if info and info.get("unique_id"):
+            nodes[info["unique_id"]] = info
+    return nodes
+
+
+def dbt_results(args: argparse.Namespace) -> int:
+    """What dbt did in a run's last invocation: counts by status, what failed or was skipped (with dbt's
+    message), what started and never finished, and the slowest nodes."""
+    invocations = dbt_invocations(args.run_id)
+    if not invocations:
+        raise OncallError(f"no dbt invocation of run {args.run_id} under {dbt_target()} (did the run reach dbt?)")
+    invocation = invocations[0]
+    say(f"dbt invocation {invocation.name} ({len(invocations)} in this run: one per attempt)")
+    results_path = invocation / "run_results.json"
+    results = json.loads(results_path.read_text())["results"] if results_path.exists() else []
+    if results:
+        counts = Counter(result["status"] for result in results)
+        say("status: " + ", ".join(f"{status} {count}" for status, count in counts.most_common()))
+        for result in results:
+            if result["status"] not in DBT_OK:
+                say(f"  {result['status']:<8} {result['unique_id']}: {clip(result.get('message') or '', 300)}")
+    else:
+        say(f"no run_results.json in {invocation}: dbt did not finish (interrupted or killed)")
+    unfinished = [
+        (info.get("node_started_at"), unique_id)
+        for unique_id, info in _log_nodes(invocation / "dbt.log").items()
+        if info.get("node_status") == "started"
+    ]
+    for started, unique_id in sorted(unfinished):
+        say(f"  started {started} and never finished: {unique_id}")
+    if args.slowest and results:
+        slowest = sorted(results, key=lambda result: -(result.get("execution_time") or 0))[: args.slowest]
+        print_table(("seconds", "node"), [(f"{r.get('execution_time') or 0:.1f}", r["unique_id"]) for r in slowest])
+    return 0
