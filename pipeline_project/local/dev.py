@@ -13,9 +13,11 @@ cannot start) and each restart is reported on the console, in the demo source's 
 `<state>/dev.json`, which also names every process `make stop` stops and where the UI and the source are
 (`oncall env` reads it). The code location keeps the source's address, so a restart needs nothing else.
 
-`dagster dev` runs in its own process group with default signal handling (a child started from a
-non-interactive shell would otherwise inherit an ignored SIGINT, which Dagster copies onto SIGTERM), so
-Ctrl-C here or `make stop` ends the webserver, the daemon, the code server and the demo source.
+The code server, the daemon and the webserver run in one process group of their own with default signal
+handling (a child started from a non-interactive shell would otherwise inherit an ignored SIGINT, which
+Dagster copies onto SIGTERM), so Ctrl-C here or `make stop` ends them all, and the demo source. They are
+started separately rather than by `dagster dev`, which would have every run worker parse the dbt project
+again: runs load the code location from the manifest `make dev` parsed first, as in a deployment.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +34,8 @@ from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import yaml
 
 from pipeline_project.local.demo_process import DemoSourceProcess, describe_exit
 from pipeline_project.local.dev_runtime import DevRuntime, process_alive, runtime_path
@@ -50,6 +55,8 @@ WATCH_INTERVAL_SECONDS = 1.0
 RESTART_BACKOFF_SECONDS = (1, 2, 4, 8, 15, 30)
 DEMO_SOURCE_DAYS = 7
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+CODE_SERVER_HOST = "127.0.0.1"
+CODE_SERVER_START_SECONDS = 300
 
 
 def say(text: str) -> None:
@@ -65,14 +72,15 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _group_alive(pgid: int) -> bool:
-    """Some process of the group has not exited (zombies, which only wait to be collected, do not count)."""
+def _group_alive(pgid: int, besides: int | None = None) -> bool:
+    """Some process of the group (other than `besides`) has not exited; zombies, which only wait to be
+    collected, do not count."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        if int(fields[2]) == pgid and fields[0] != "Z" and int(stat.parent.name) != besides:
             return True
     return False
 
@@ -173,19 +181,69 @@ def demo_source(settings: dict[str, str], runtime: DevRuntime) -> Iterator[Super
         source.stop()
 
 
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _accepts(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) == 0
+
+
+def _code_location(state_dir: Path) -> tuple[list[str], Path]:
+    """The code server of `workspace.yaml`'s module on a free loopback port, and a workspace file naming it.
+
+    The webserver and the daemon share it, and its run workers load the code location like a deployment's:
+    from the dbt manifest `make dev` parsed first (`dagster dev` would have every run worker parse the dbt
+    project again, which costs each run many seconds)."""
+    [entry] = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())["load_from"]
+    module = entry["python_module"]
+    port = _free_port(CODE_SERVER_HOST)
+    workspace = state_dir / "dev-workspace.yaml"
+    server = {"host": CODE_SERVER_HOST, "port": port, "location_name": module["location_name"]}
+    workspace.write_text(yaml.safe_dump({"load_from": [{"grpc_server": server}]}))
+    command = ["code-server", "start", "-h", CODE_SERVER_HOST, "-p", str(port), "-m", module["module_name"]]
+    command += ["-d", str(REPO_ROOT), "--location-name", module["location_name"]]
+    return command, workspace
+
+
 @contextmanager
-def dagster_processes(read_only: bool, host: str, port: int) -> Iterator[subprocess.Popen]:
+def dagster_processes(read_only: bool, host: str, port: int, state_dir: Path) -> Iterator[subprocess.Popen]:
+    """The webserver (and, unless read-only, the code server and the daemon), in one process group that
+    `make stop` and Ctrl-C end together; yields the group's leader."""
     bin_dir = Path(sys.executable).parent
-    command = (
-        [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", host, "-p", str(port), "--read-only"]
-        if read_only
-        else [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)]
-    )
-    process = subprocess.Popen(command, cwd=REPO_ROOT, start_new_session=True, preexec_fn=_reset_signals)
+    if read_only:
+        commands = [
+            [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", host, "-p", str(port), "--read-only"]
+        ]
+    else:
+        code_server, workspace = _code_location(state_dir)
+        commands = [
+            [str(bin_dir / "dagster"), *code_server],
+            [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
+            [str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", host, "-p", str(port)],
+        ]
+    leader = subprocess.Popen(commands[0], cwd=REPO_ROOT, process_group=0, preexec_fn=_reset_signals)
     try:
-        yield process
+        if not read_only:
+            code_port = int(commands[0][commands[0].index("-p") + 1])
+            deadline = time.monotonic() + CODE_SERVER_START_SECONDS
+            while not _accepts(CODE_SERVER_HOST, code_port):
+                if leader.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the code server did not start (exit status {leader.poll()})")
+                time.sleep(0.5)
+
+        members = [
+            subprocess.Popen(command, cwd=REPO_ROOT, process_group=leader.pid, preexec_fn=_reset_signals)
+            for command in commands[1:]
+        ]
+        yield leader
     finally:
-        _stop_group(process)
+        _stop_group(leader)
+        for member in locals().get("members", ()):
+            member.wait()
 
 
 def serve(read_only: bool) -> int:
@@ -211,12 +269,12 @@ def serve(read_only: bool) -> int:
         source = None
         if demo_source_wanted() and not read_only:
             source = services.enter_context(demo_source(settings, runtime))
-        dagster = services.enter_context(dagster_processes(read_only, host, port))
+        dagster = services.enter_context(dagster_processes(read_only, host, port, state_dir))
         runtime.dagster_pid = dagster.pid
         runtime.write(state_dir)
         mode = " (read-only)" if read_only else ""
         say(f"Dagster UI{mode} on {served_webserver_url(host, port)} (DAGSTER_PORT; Ctrl-C or `make stop` ends it)")
-        while dagster.poll() is None:
+        while dagster.poll() is None and _group_alive(dagster.pid, besides=dagster.pid):
             if source is not None:
                 source.check()
             time.sleep(WATCH_INTERVAL_SECONDS)
