@@ -318,7 +318,13 @@ def _failure_text(record: EventLogRecord) -> str | None:
     if failure is not None and failure.description:
         return failure.description.strip()
     error = getattr(data, "error", None)
-    return _root_error(error) if error is not None else None
+    if error is None:
+        return None
+    while error.cause is not None:
+        error = error.cause
+    text = error.message.strip()
+    # A retry's event keeps no failure data: a dg.Failure reads "<module>.Failure: <description>" there.
+    return text.split(": ", 1)[-1] if error.cls_name == "Failure" else text
 
 
 def root_cause(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
