@@ -181,7 +181,7 @@ def test_run_commands_show_real_runs_and_change_nothing(state, demo_source, inst
     assert code == 0 and box_rows(out) == [[str(reported)]]
 
     code, out, _ = oncall(capsys, "source-columns", "orders", str(DRIFTED_DAY))
-    assert code == 0
+    assert code == 1, "breaking drift is a problem the command reports with its status"
     assert out.splitlines()[0].startswith(f"127.0.0.1:{demo_source.url.rsplit(':', 1)[1]} GET /v1/orders?date=")
     assert "    > customer_id -> customer_ref (Int64)  renamed?\n    breaking drift: fails the load\n" in out
 

@@ -13,13 +13,15 @@
     runs [N]                         the latest N runs (default 10): id, job, status, start (UTC), partition
     run-errors RUN_ID                each step failure, retry and the run failure, with the error and metadata
     run-checks RUN_ID [--all]        the failed asset checks of a run with their evidence (--all: passing too)
+    run-stopped RUN_ID [--wait S]    is every process of a finished run gone from this host (its dbt, its worker)
     freshness [ASSET ...]            freshness state and hours since the last materialization
     daemons                          the daemon's heartbeats and the schedules' and sensors' state (exit 1: down)
     pool                             who holds and who waits for the one `duckdb_warehouse` slot
     lake-verify DAYS [TABLE ...]     does each raw partition reconcile with its manifest (read-only; exit 1 if not)
     lake-repair DAYS [TABLE ...]     complete the raw-layer commits a killed writer left pending
     sql "SQL" / lake-sql "SQL"       read-only SQL on the warehouse / over the lake's Parquet files
-    source-columns TABLE DAY         the columns the source sends for TABLE on DAY, diffed against the contract
+    source-columns TABLE DAY         the columns the source sends for TABLE on DAY against the contract (exit 1:
+                                     breaking drift)
     dbt-results RUN_ID [--slowest N] what dbt built, failed, skipped or never finished in a run
     dbt-failing-rows RUN_ID TEST     the rows a failing dbt test finds, with the SQL dbt compiled in that run
     deliveries [--channel CH] [--expired]   alert deliveries not accepted yet (--expired: given up)
@@ -108,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     checks.add_argument("--all", action="store_true", help="list the passing checks too")
     ages = command("freshness", "runs:freshness", "freshness state and age of assets (default: all, stalest first)")
     ages.add_argument("assets", nargs="*", metavar="ASSET")
+    stopped = command("run-stopped", "runs:run_stopped", "is every process of a finished run gone (exit 1 if not)")
+    stopped.add_argument("run_id")
+    stopped.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait up to this long for it")
     command("daemons", "runs:daemons", "the daemon's heartbeats, schedules and sensors")
     command("pool", "runs:pool", "who holds and who waits for the warehouse pool")
     for name, target, text in (

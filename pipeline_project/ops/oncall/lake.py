@@ -157,6 +157,7 @@ def source_columns(args: argparse.Namespace) -> int:
     from pipeline_project.schema_drift import compare
 
     contract = RAW_CONTRACTS[args.table]
+    breaking = False
     for where, batch, reported in source_samples(args.table, args.day):
         of_reported = f" of {reported} the source reports for the day" if reported is not None else ""
         say(f"{where}: {batch.height} record(s) read{of_reported}")
@@ -169,4 +170,5 @@ def source_columns(args: argparse.Namespace) -> int:
         if diff:
             consequence = "fails the load" if diff.breaking else "loads; the schema_drift check fails"
             say(f"    {'breaking' if diff.breaking else 'additive'} drift: {consequence}")
-    return 0
+            breaking |= diff.breaking
+    return 1 if breaking else 0

@@ -71,6 +71,11 @@ def _overlaps(run_partitions: str | None, wanted: tuple[str, ...]) -> bool:
         return True
 
 
+def _same_assets(run, assets: tuple[str, ...]) -> bool:
+    """The run materializes some of `assets` (a run without an asset selection may materialize any)."""
+    return not run.asset_selection or bool({key.to_user_string() for key in run.asset_selection} & set(assets))
+
+
 # ------------------------------------------------------------------------------------------ rerun
 def rerun(args: argparse.Namespace) -> int:
     from pipeline_project.ops.webserver import Webserver, WebserverError
@@ -89,13 +94,13 @@ def rerun(args: argparse.Namespace) -> int:
             record.dagster_run
             for record in instance.get_run_records(limit=100)
             if record.dagster_run.status.value in IN_FLIGHT
-            and record.dagster_run.job_name == target.job
             and _overlaps(partition_label(record.dagster_run.tags), target.partitions)
+            and _same_assets(record.dagster_run, target.assets)
         ]
         if in_flight and not args.force:
             running = ", ".join(f"{run.run_id} ({run.status.value})" for run in in_flight)
             raise OncallError(
-                f"not rerunning {what}: a run of the same job and days is in flight: {running}. Wait for it "
+                f"not rerunning {what}: a run of the same assets and days is in flight: {running}. Wait for it "
                 "(`oncall runs`), or pass --force if you know it is stuck"
             )
         webserver = Webserver(os.environ["DAGSTER_WEBSERVER_URL"])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import suppress
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.freshness import FreshnessState
 
 from pipeline_project.alerting.alert import job_label
+from pipeline_project.local.dev_runtime import process_alive
 from pipeline_project.ops.oncall.common import (
     METADATA_LIMIT,
     clip,
@@ -213,3 +216,41 @@ def daemons(args: argparse.Namespace) -> int:
     if rows:
         print_table(("kind", "name", "state", "last tick (UTC)", "tick result"), rows)
     return 0 if healthy else 1
+
+
+def run_processes(run_id: str) -> list[tuple[int, str]]:
+    """Live processes of this host that belong to the run: its run worker (whose arguments name the run) and
+    its dbt (whose target path carries the run id's first 7 characters), from /proc."""
+    marks = (run_id, f"shop_dbt_assets-{run_id[:7]}-")
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        pid = int(cmdline.parent.name)
+        if text and any(mark in text for mark in marks) and "run-stopped" not in text and process_alive(pid):
+            found.append((pid, text))
+    return found
+
+
+def run_stopped(args: argparse.Namespace) -> int:
+    """Is every process of a stopped run gone (its dbt holds the warehouse until it is)?"""
+    from pipeline_project.ops.oncall.common import OncallError
+    from pipeline_project.ops.wait import WaitTimeout, wait_until
+
+    with dagster_instance() as instance:
+        run = find_run(instance, args.run_id)
+    if not run.is_finished:
+        raise OncallError(f"run {run.run_id} is {run.status.value}, not stopped: `oncall runs`")
+    left = run_processes(run.run_id)
+    if left and args.wait:
+        say(f"waiting up to {args.wait:.0f} s for {len(left)} process(es) of run {run.run_id} to exit ...")
+        with suppress(WaitTimeout):
+            wait_until(lambda: not run_processes(run.run_id), args.wait, f"the processes of run {run.run_id} gone")
+        left = run_processes(run.run_id)
+    if not left:
+        say(f"no process of run {run.run_id} ({run.status.value}) is left on this host")
+        return 0
+    print_table(("pid", "process"), [(pid, clip(text, 160)) for pid, text in left])
+    return 1
