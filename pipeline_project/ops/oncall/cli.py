@@ -20,6 +20,7 @@
     lake-verify DAYS [TABLE ...]     does each raw partition reconcile with its manifest (read-only; exit 1 if not)
     lake-repair DAYS [TABLE ...]     complete the raw-layer commits a killed writer left pending
     sql "SQL" / lake-sql "SQL"       read-only SQL on the warehouse / over the lake's Parquet files
+                                     (--expect-empty: exit 1 if the result has rows)
     source-columns TABLE DAY         the columns the source sends for TABLE on DAY against the contract (exit 1:
                                      breaking drift)
     dbt-results RUN_ID [--slowest N] what dbt built, failed, skipped or never finished in a run
@@ -122,8 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         lake = command(name, target, text)
         lake.add_argument("days", type=days_argument, metavar="DAYS")
         lake.add_argument("tables", nargs="*", type=table_argument, metavar="TABLE")
-    command("sql", "warehouse:sql", "SQL on the warehouse, read-only").add_argument("query", metavar="SQL")
-    command("lake-sql", "lake:lake_sql", "SQL over the lake's Parquet files").add_argument("query", metavar="SQL")
+    for name, target, text in (
+        ("sql", "warehouse:sql", "SQL on the warehouse, read-only"),
+        ("lake-sql", "lake:lake_sql", "SQL over the lake's Parquet files"),
+    ):
+        query = command(name, target, text)
+        query.add_argument("query", metavar="SQL")
+        query.add_argument("--expect-empty", action="store_true", help="exit 1 if the result has rows")
     columns = command("source-columns", "lake:source_columns", "the columns a source sends, against the contract")
     columns.add_argument("table", type=table_argument, metavar="TABLE")
     columns.add_argument("day", type=day_argument)

@@ -109,8 +109,8 @@ def lake_sql(args: argparse.Namespace) -> int:
     from pipeline_project.ops.oncall.warehouse import show_query
 
     with duckdb.connect() as connection:
-        show_query(connection, args.query)
-    return 0
+        rows = show_query(connection, args.query)
+    return 1 if args.expect_empty and rows else 0
 
 
 def source_samples(table: str, day: date) -> Iterator[tuple[str, object, int | None]]:

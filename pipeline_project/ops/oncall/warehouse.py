@@ -38,18 +38,20 @@ def warehouse() -> Iterator[duckdb.DuckDBPyConnection]:
         ) from None
 
 
-def show_query(connection: duckdb.DuckDBPyConnection, query: str) -> None:
+def show_query(connection: duckdb.DuckDBPyConnection, query: str) -> int:
+    """Print the query's result; return how many rows it has."""
     try:
         relation = connection.sql(query)
         say("done (no result set)" if relation is None else str(relation))
+        return 0 if relation is None else len(relation.fetchall())
     except duckdb.Error as error:
         raise OncallError(f"the query failed: {error}") from None
 
 
 def sql(args: argparse.Namespace) -> int:
     with warehouse() as connection:
-        show_query(connection, args.query)
-    return 0
+        rows = show_query(connection, args.query)
+    return 1 if args.expect_empty and rows else 0
 
 
 def dbt_target() -> Path:
