@@ -18,13 +18,14 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help run dev serve-readonly stop test faults check bench alert-drill lint manifest clean install
+.PHONY: help run dev serve-readonly stop test faults drills check bench alert-drill lint manifest clean install
 
 help:
 	@echo "make run     materialize the whole pipeline for the last $(DAYS) days (DAYS=n to change) and print a summary"
 	@echo "make dev     Dagster UI + daemon on http://127.0.0.1:3000 (DAGSTER_PORT) with the demo source on :8765 (SHOP_DEMO_PORT), supervised; make stop ends it"
 	@echo "make test    the whole test suite (what CI runs)"
 	@echo "make faults  the fault-injection tests alone (they are part of make test)"
+	@echo "make drills  every runbook followed step by step against a real make dev with its alert's fault injected"
 	@echo "make check   CI gate: materialize a sample, run every asset check, fail on any ERROR (JUnit XML in test-artifacts/)"
 	@echo "make serve-readonly   the UI in read-only mode on http://127.0.0.1:3001"
 	@echo "make bench   benchmarks at 1x and 10x scale -> bench/results.json, alert latency -> bench/alert_drill.json"
@@ -63,7 +64,11 @@ stop: $(INSTALLED)
 	@PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev --stop
 
 test: $(MANIFEST)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/drills
+
+# The runbooks followed step by step against a real make dev with each alert kind's fault injected.
+drills: $(MANIFEST)
+	$(BIN)/python -m pytest tests/drills -p no:cacheprovider
 
 faults: $(MANIFEST)
 	$(BIN)/python -m pytest tests/faults
