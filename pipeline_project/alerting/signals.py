@@ -393,8 +393,18 @@ def run_failure_signal(
         and SCHEMA_DRIFT in (data.user_failure_data.metadata or {})
         for r in step_failures
     )
-    timed_out = TIMEOUT_MESSAGE in run_failure_message
-    first_error = run_failure_message.strip() if timed_out else root_cause(instance, run) or run_failure_message
+    # Run monitoring fails a run that ran too long, then the run worker records its own failure once the step
+    # it interrupted has stopped: whichever of the two this event is, the run timed out.
+    timeout = next(
+        (
+            text.strip()
+            for r in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.RUN_FAILURE).records
+            if TIMEOUT_MESSAGE in (text := r.event_log_entry.dagster_event.message or "")
+        ),
+        None,
+    )
+    timed_out = timeout is not None
+    first_error = timeout if timed_out else root_cause(instance, run) or run_failure_message
     slas = [sla_of(key) for key in failed_assets]
     if timed_out:
         kind = AlertKind.TRANSFORMATION_TIMEOUT
