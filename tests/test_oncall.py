@@ -516,3 +516,47 @@ def test_the_dagster_command_gets_the_pipelines_settings(state, monkeypatch):
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert f"$DAGSTER_HOME: {state / 'dagster_home'}" in shown.stdout
     assert "max_runtime_seconds: 3600" in shown.stdout, "not the repository's instance settings"
+
+
+def test_dbt_results_shows_what_failed_and_what_never_finished(state, tmp_path, monkeypatch, capsys):
+    run_id = "4b3c2d1e-0000-4000-8000-000000000000"
+    invocation = tmp_path / "target" / f"shop_dbt_assets-{run_id[:7]}-b2c3d4e"
+    invocation.mkdir(parents=True)
+    results = [
+        {"unique_id": "model.shop.stg_orders", "status": "success", "execution_time": 0.4, "message": "OK"},
+        {"unique_id": "model.shop.daily_revenue", "status": "error", "execution_time": 1.5, "message": "Binder Error"},
+        {"unique_id": "model.shop.web_funnel", "status": "skipped", "execution_time": 0, "message": None},
+    ]
+    (invocation / "run_results.json").write_text(json.dumps({"results": results}))
+    log = [
+        {
+            "info": {"msg": "Began"},
+            "data": {"node_info": {"unique_id": "model.shop.stg_orders", "node_status": "executing"}},
+        },
+        {
+            "info": {"msg": "OK"},
+            "data": {"node_info": {"unique_id": "model.shop.stg_orders", "node_status": "success"}},
+        },
+        {
+            "info": {"msg": "Began executing node model.shop.product_performance"},
+            "data": {
+                "node_info": {
+                    "unique_id": "model.shop.product_performance",
+                    "node_status": "executing",
+                    "node_started_at": "2026-11-21T02:16:00",
+                }
+            },
+        },
+    ]
+    (invocation / "dbt.log").write_text("plain text line\n" + "\n".join(json.dumps(line) for line in log) + "\n")
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+
+    code, out, _ = oncall(capsys, "dbt-results", run_id, "--slowest", "1")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1] == "status: success 1, error 1, skipped 1"
+    assert "  error    model.shop.daily_revenue: Binder Error" in lines
+    assert "  skipped  model.shop.web_funnel: " in lines
+    assert "  started 2026-11-21T02:16:00 and never finished: model.shop.product_performance" in lines
+    assert lines[-1].split() == ["1.5", "model.shop.daily_revenue"]
+    assert oncall(capsys, "dbt-results", "5" * 8 + run_id[8:])[0] == 1

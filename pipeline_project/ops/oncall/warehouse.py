@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.ops.oncall.common import OncallError, clip, print_table, say
 from pipeline_project.warehouse import WarehouseLockedError, connect
 
@@ -22,6 +23,8 @@ RUN_ID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 FAILING_ROWS_SHOWN = 20
 # dagster-dbt gives each dbt invocation of a run its own folder under the target path: `<op>-<run id[:7]>-<random>`.
 DBT_OK = {"success", "pass"}
+# dbt's states of a node that has begun and not ended (RunningStatus); any other last state is an outcome.
+DBT_RUNNING = {"started", "compiling", "executing"}
 
 
 @contextmanager
@@ -55,9 +58,10 @@ def sql(args: argparse.Namespace) -> int:
 
 
 def dbt_target() -> Path:
-    from pipeline_project.project import dbt_project  # imported here: loading dagster_dbt takes seconds
-
-    return dbt_project.project_dir / os.environ.get("DBT_TARGET_PATH", dbt_project.target_path)
+    """The dbt project's target directory, as `pipeline_project.project` resolves it (without importing
+    dagster_dbt, which takes seconds)."""
+    project_dir = Path(os.environ.get("PIPELINE_DBT_PROJECT_DIR") or REPO_ROOT / "dbt_project").resolve()
+    return project_dir / os.environ.get("DBT_TARGET_PATH", "target")
 
 
 def dbt_invocations(run_id: str) -> list[Path]:
@@ -133,7 +137,7 @@ def dbt_results(args: argparse.Namespace) -> int:
     unfinished = [
         (info.get("node_started_at"), unique_id)
         for unique_id, info in _log_nodes(invocation / "dbt.log").items()
-        if info.get("node_status") == "started"
+        if info.get("node_status") in DBT_RUNNING
     ]
     for started, unique_id in sorted(unfinished):
         say(f"  started {started} and never finished: {unique_id}")
