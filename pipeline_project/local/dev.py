@@ -53,6 +53,7 @@ from pipeline_project.local.environment import (
 STOP_TIMEOUT_SECONDS = 30
 WATCH_INTERVAL_SECONDS = 1.0
 RESTART_BACKOFF_SECONDS = (1, 2, 4, 8, 15, 30)
+# Days of web-event files the demo source drops at its first start (ending yesterday); SHOP_DEMO_DAYS overrides.
 DEMO_SOURCE_DAYS = 7
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 CODE_SERVER_HOST = "127.0.0.1"
@@ -167,7 +168,7 @@ def demo_source(settings: dict[str, str], runtime: DevRuntime) -> Iterator[Super
     source = DemoSourceProcess(
         Path(settings["LANDING_DIR"]),
         yesterday,
-        days=DEMO_SOURCE_DAYS,
+        days=int(os.environ.get("SHOP_DEMO_DAYS") or DEMO_SOURCE_DAYS),
         port=demo_source_port(),
         log_path=Path(settings["PIPELINE_LOG_DIR"]) / "demo_source.log",
     )
