@@ -555,8 +555,24 @@ def test_dbt_results_shows_what_failed_and_what_never_finished(state, tmp_path, 
     assert code == 0
     lines = out.splitlines()
     assert lines[1] == "status: success 1, error 1, skipped 1"
-    assert "  error    model.shop.daily_revenue: Binder Error" in lines
+    assert "  error    model.shop.daily_revenue: Binder Error (after 1.5 s)" in lines
     assert "  skipped  model.shop.web_funnel: " in lines
     assert "  started 2026-11-21T02:16:00 and never finished: model.shop.product_performance" in lines
     assert lines[-1].split() == ["1.5", "model.shop.daily_revenue"]
     assert oncall(capsys, "dbt-results", "5" * 8 + run_id[8:])[0] == 1
+
+    # An interrupted dbt writes no results: what its log says instead.
+    (invocation / "run_results.json").unlink()
+    interrupted = {
+        "unique_id": "model.shop.product_performance",
+        "node_status": "error",
+        "node_started_at": "2026-11-21T02:16:00",
+        "node_finished_at": "2026-11-21T02:16:09.500000",
+    }
+    with (invocation / "dbt.log").open("a") as dbt_log:
+        for message in ("Runtime Error in model product_performance", "Finished running node"):
+            dbt_log.write(json.dumps({"info": {"msg": message}, "data": {"node_info": interrupted}}) + "\n")
+    code, out, _ = oncall(capsys, "dbt-results", run_id, "--slowest", "1")
+    assert code == 0 and "no results written (dbt was interrupted or killed): from dbt's log" in out
+    assert "  error    model.shop.product_performance: Runtime Error in model product_performance (after 9.5 s)" in out
+    assert "never finished" not in out and out.splitlines()[-1].split() == ["9.5", "model.shop.product_performance"]

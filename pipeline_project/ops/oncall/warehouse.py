@@ -9,6 +9,8 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -99,26 +101,51 @@ def dbt_failing_rows(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_nodes(log: Path) -> dict[str, dict]:
-    """The last state dbt logged for each node: {unique_id: node_info} from its JSON debug log."""
-    nodes: dict[str, dict] = {}
+@dataclass
+class LoggedNode:
+    """What dbt's JSON debug log says about one node: its last state, when it ran, its last error message."""
+
+    unique_id: str
+    status: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    error: str = ""
+
+    @property
+    def seconds(self) -> float | None:
+        if not (self.started_at and self.finished_at):
+            return None
+        return (datetime.fromisoformat(self.finished_at) - datetime.fromisoformat(self.started_at)).total_seconds()
+
+
+def _log_nodes(log: Path) -> dict[str, LoggedNode]:
+    nodes: dict[str, LoggedNode] = {}
     if not log.exists():
         return nodes
     for line in log.read_text(errors="replace").splitlines():
         if not line.startswith("{"):
             continue
         try:
-            info = json.loads(line).get("data", {}).get("node_info")
+            event = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if info and info.get("unique_id"):
-            nodes[info["unique_id"]] = info
+        info = event.get("data", {}).get("node_info")
+        if not info or not info.get("unique_id"):
+            continue
+        node = nodes.setdefault(info["unique_id"], LoggedNode(info["unique_id"]))
+        node.status = info.get("node_status") or node.status
+        node.started_at = info.get("node_started_at") or node.started_at
+        node.finished_at = info.get("node_finished_at") or node.finished_at
+        message = event.get("info", {}).get("msg", "")
+        if "Error" in message and not message.startswith("DuckDB adapter"):
+            node.error = " ".join(message.split())
     return nodes
 
 
 def dbt_results(args: argparse.Namespace) -> int:
     """What dbt did in a run's last invocation: counts by status, what failed or was skipped (with dbt's
-    message), what started and never finished, and the slowest nodes."""
+    message), what started and never finished, and the slowest nodes. An interrupted dbt (a run stopped for
+    its runtime) writes no results: its log tells the same."""
     invocations = dbt_invocations(args.run_id)
     if not invocations:
         raise OncallError(f"no dbt invocation of run {args.run_id} under {dbt_target()} (did the run reach dbt?)")
@@ -126,22 +153,23 @@ def dbt_results(args: argparse.Namespace) -> int:
     say(f"dbt invocation {invocation.name} ({len(invocations)} in this run: one per attempt)")
     results_path = invocation / "run_results.json"
     results = json.loads(results_path.read_text())["results"] if results_path.exists() else []
+    logged = _log_nodes(invocation / "dbt.log")
     if results:
-        counts = Counter(result["status"] for result in results)
-        say("status: " + ", ".join(f"{status} {count}" for status, count in counts.most_common()))
-        for result in results:
-            if result["status"] not in DBT_OK:
-                say(f"  {result['status']:<8} {result['unique_id']}: {clip(result.get('message') or '', 300)}")
+        outcomes = [(r["status"], r["unique_id"], r.get("message") or "", r.get("execution_time")) for r in results]
     else:
-        say(f"no run_results.json in {invocation}: dbt did not finish (interrupted or killed)")
-    unfinished = [
-        (info.get("node_started_at"), unique_id)
-        for unique_id, info in _log_nodes(invocation / "dbt.log").items()
-        if info.get("node_status") in DBT_RUNNING
-    ]
-    for started, unique_id in sorted(unfinished):
-        say(f"  started {started} and never finished: {unique_id}")
-    if args.slowest and results:
-        slowest = sorted(results, key=lambda result: -(result.get("execution_time") or 0))[: args.slowest]
-        print_table(("seconds", "node"), [(f"{r.get('execution_time') or 0:.1f}", r["unique_id"]) for r in slowest])
+        say("no results written (dbt was interrupted or killed): from dbt's log")
+        outcomes = [(n.status, n.unique_id, n.error, n.seconds) for n in logged.values() if n.status not in DBT_RUNNING]
+    if outcomes:
+        counts = Counter(status for status, *_ in outcomes)
+        say("status: " + ", ".join(f"{status} {count}" for status, count in counts.most_common()))
+    for status, unique_id, message, seconds in outcomes:
+        if status not in DBT_OK:
+            took = f" (after {seconds:.1f} s)" if seconds else ""
+            say(f"  {status:<8} {unique_id}: {clip(message, 300)}{took}")
+    for node in sorted(logged.values(), key=lambda n: n.started_at):
+        if node.status in DBT_RUNNING:
+            say(f"  started {node.started_at} and never finished: {node.unique_id}")
+    if args.slowest and outcomes:
+        slowest = sorted(outcomes, key=lambda outcome: -(outcome[3] or 0))[: args.slowest]
+        print_table(("seconds", "node"), [(f"{seconds or 0:.1f}", unique_id) for _, unique_id, _, seconds in slowest])
     return 0
