@@ -28,6 +28,7 @@ from pipeline_project.alerting.alert import (
 from pipeline_project.alerting.signals import SlaLookup, run_failure_signal, run_subject, subjects_resolved_by
 from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.ops.oncall.cli import build_parser
+from pipeline_project.ops.oncall.shell import EXPORTED, INCIDENT_VARIABLES
 
 # The sections of the template in runbooks/README.md, in order.
 TEMPLATE_SECTIONS = (
@@ -78,6 +79,11 @@ def test_each_runbook_is_a_procedure_that_depends_on_the_alert(kind):
                     assert words[position + 1] in ONCALL_COMMANDS, f"{path.name}:{step.line}: no command {line!r}"
     text = path.read_text()
     assert not HARD_CODED.search(text), f"{path.name} hard-codes {HARD_CODED.search(text)[0]!r}"
+    # Every variable the page uses is one `oncall env --incident` exports (or a loop variable of its own).
+    prose = re.sub(r"<!--.*?-->", "", text)  # the forbids markers are patterns, not commands
+    own = set(re.findall(r"\bfor ([A-Z_]+) in\b", prose))
+    used = set(re.findall(r"\$\{?([A-Z][A-Z_]+)", prose)) - own - {"PATH", "PWD", "HOME"}
+    assert used <= {*EXPORTED, *INCIDENT_VARIABLES}, f"{path.name} uses {used - {*EXPORTED, *INCIDENT_VARIABLES}}"
     do_not = text.split("## 5. Do NOT", 1)[1].split("\n## ", 1)[0]
     assert procedure.forbidden and all(f"<!-- forbids: {p} -->" in do_not for p in procedure.forbidden)
     for pattern in procedure.forbidden:

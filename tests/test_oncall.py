@@ -167,6 +167,13 @@ def test_run_commands_show_real_runs_and_change_nothing(state, demo_source, inst
     assert oncall(capsys, "freshness")[1].splitlines()[1:] == ["raw_orders  no state yet  0.0 h ago"]
 
     assert oncall(capsys, "pool") == (0, "duckdb_warehouse (no limit set): 0 taken\n", "")
+    assert oncall(capsys, "run-stopped", failed.run_id) == (
+        0,
+        f"no process of run {failed.run_id} (FAILURE) is left on this host\n",
+        "",
+    )
+    code, out, _ = oncall(capsys, "daemons")
+    assert code == 1 and out.startswith("no daemon has ever run against this instance")
 
     code, out, _ = oncall(capsys, "lake-verify", str(GOOD_DAY), "orders")
     reported = Lake(state / "lake").read_manifest("orders", GOOD_DAY).source_reported_count

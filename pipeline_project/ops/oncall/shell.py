@@ -30,6 +30,21 @@ PATHS = (
     "PIPELINE_LOG_DIR",
     "ALERT_DIR",
 )
+# Everything `oncall env` exports (tests/test_alert_runbooks.py: the runbooks use nothing else).
+EXPORTED = (*PATHS, "PIPELINE_DBT_PROJECT_DIR", "DAGSTER_WEBSERVER_URL", "SHOP_API_URL", "SHOP_API_TOKEN_VARIABLE")
+INCIDENT_VARIABLES = (
+    "INCIDENT",
+    "ALERT_KIND",
+    "JOB",
+    "ASSET",
+    "ASSETS",
+    "TABLES",
+    "PARTITIONS",
+    "DAY",
+    "RUN_ID",
+    "CHECK",
+    "CHANNEL",
+)
 
 
 def _export(name: str, value: object) -> None:
@@ -44,7 +59,7 @@ def incident_variables(reference: str) -> dict[str, str]:
     alert = found.alert
     details = alert.details
     link = alert.link or ""
-    return {
+    variables = {
         "INCIDENT": found.key,
         "ALERT_KIND": alert.kind.value,
         "JOB": alert.job or "",
@@ -57,6 +72,8 @@ def incident_variables(reference: str) -> dict[str, str]:
         "CHECK": str(details.get("check", "")),
         "CHANNEL": str(details.get("channel", "")),
     }
+    assert tuple(variables) == INCIDENT_VARIABLES
+    return variables
 
 
 def env(args: argparse.Namespace) -> int:
