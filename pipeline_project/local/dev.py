@@ -53,7 +53,8 @@ from pipeline_project.local.environment import (
 STOP_TIMEOUT_SECONDS = 30
 WATCH_INTERVAL_SECONDS = 1.0
 RESTART_BACKOFF_SECONDS = (1, 2, 4, 8, 15, 30)
-# Days of web-event files the demo source drops at its first start (ending yesterday); SHOP_DEMO_DAYS overrides.
+# Days of web-event files the demo source drops at its first start (ending yesterday); SHOP_DEMO_DAYS overrides
+# (0: none, the landing sensor then starts no run).
 DEMO_SOURCE_DAYS = 7
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 CODE_SERVER_HOST = "127.0.0.1"
@@ -73,15 +74,14 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _group_alive(pgid: int, besides: int | None = None) -> bool:
-    """Some process of the group (other than `besides`) has not exited; zombies, which only wait to be
-    collected, do not count."""
+def _group_alive(pgid: int) -> bool:
+    """Some process of the group has not exited (zombies, which only wait to be collected, do not count)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z" and int(stat.parent.name) != besides:
+        if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
 
@@ -165,10 +165,11 @@ class SupervisedSource:
 @contextmanager
 def demo_source(settings: dict[str, str], runtime: DevRuntime) -> Iterator[SupervisedSource]:
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    days = int(os.environ.get("SHOP_DEMO_DAYS") or DEMO_SOURCE_DAYS)
     source = DemoSourceProcess(
-        Path(settings["LANDING_DIR"]),
+        Path(settings["LANDING_DIR"]) if days else None,
         yesterday,
-        days=int(os.environ.get("SHOP_DEMO_DAYS") or DEMO_SOURCE_DAYS),
+        days=max(days, 1),
         port=demo_source_port(),
         log_path=Path(settings["PIPELINE_LOG_DIR"]) / "demo_source.log",
     )
@@ -211,9 +212,9 @@ def _code_location(state_dir: Path) -> tuple[list[str], Path]:
 
 
 @contextmanager
-def dagster_processes(read_only: bool, host: str, port: int, state_dir: Path) -> Iterator[subprocess.Popen]:
+def dagster_processes(read_only: bool, host: str, port: int, state_dir: Path) -> Iterator[list[subprocess.Popen]]:
     """The webserver (and, unless read-only, the code server and the daemon), in one process group that
-    `make stop` and Ctrl-C end together; yields the group's leader."""
+    `make stop` and Ctrl-C end together; yields them, the group's leader first."""
     bin_dir = Path(sys.executable).parent
     if read_only:
         commands = [
@@ -240,7 +241,7 @@ def dagster_processes(read_only: bool, host: str, port: int, state_dir: Path) ->
             subprocess.Popen(command, cwd=REPO_ROOT, process_group=leader.pid, preexec_fn=_reset_signals)
             for command in commands[1:]
         ]
-        yield leader
+        yield [leader, *members]
     finally:
         _stop_group(leader)
         for member in locals().get("members", ()):
@@ -271,15 +272,18 @@ def serve(read_only: bool) -> int:
         if demo_source_wanted() and not read_only:
             source = services.enter_context(demo_source(settings, runtime))
         dagster = services.enter_context(dagster_processes(read_only, host, port, state_dir))
-        runtime.dagster_pid = dagster.pid
+        runtime.dagster_pid = dagster[0].pid
         runtime.write(state_dir)
         mode = " (read-only)" if read_only else ""
         say(f"Dagster UI{mode} on {served_webserver_url(host, port)} (DAGSTER_PORT; Ctrl-C or `make stop` ends it)")
-        while dagster.poll() is None and _group_alive(dagster.pid, besides=dagster.pid):
+        # If the code server, the daemon or the webserver exits, make dev stops everything and exits too.
+        while all(process.poll() is None for process in dagster):
             if source is not None:
                 source.check()
             time.sleep(WATCH_INTERVAL_SECONDS)
-        return dagster.returncode
+        ended = next(process for process in dagster if process.poll() is not None)
+        say(f"{Path(ended.args[0]).name} exited with status {ended.returncode}; stopping everything")
+        return ended.returncode or 1
 
 
 def _is(pid: int | None, marker: str) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import threading
 import time
@@ -57,6 +58,7 @@ class Executed:
     returncode: int
     output: str
     seconds: float
+    cpu_seconds: float  # of every process the step ran
 
 
 @dataclass
@@ -69,6 +71,16 @@ class Procedure:
     @property
     def output(self) -> str:
         return "\n".join(item.output for item in self.executed)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(item.cpu_seconds for item in self.executed)
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's children that have ended (and been waited for), user and system."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def parse(runbook: Path) -> Procedure:
@@ -121,7 +133,7 @@ def run_procedure(
         if step.step == "setup":
             script += '\nenv -0 > "$DRILL_EXPORTS"\n'
         exports = Path(env["PIPELINE_STATE_DIR"]).parent / "exports.env"
-        started = time.monotonic()
+        started, cpu_before = time.monotonic(), children_cpu_seconds()
         result = subprocess.run(
             ["bash", "-c", script],
             cwd=REPO_ROOT,
@@ -130,10 +142,18 @@ def run_procedure(
             text=True,
             timeout=STEP_TIMEOUT_SECONDS,
         )
-        executed = Executed(step, command, result.returncode, result.stdout + result.stderr, time.monotonic() - started)
+        executed = Executed(
+            step,
+            command,
+            result.returncode,
+            result.stdout + result.stderr,
+            time.monotonic() - started,
+            children_cpu_seconds() - cpu_before,
+        )
         procedure.executed.append(executed)
         where = f"{runbook.name}:{step.line} [{step.step}]"
-        log(f"--- {where} {executed.seconds:.1f} s, exit {result.returncode}\n{command}")
+        took = f"{executed.seconds:.1f} s ({executed.cpu_seconds:.1f} s CPU)"
+        log(f"--- {where} {took}, exit {result.returncode}\n{command}")
         log(executed.output.rstrip())
         assert result.returncode == 0, f"{where} exited {result.returncode}:\n{command}\n{executed.output[-4000:]}"
         if step.step == "setup":

@@ -109,10 +109,8 @@ def export_source_settings() -> None:
 
 
 def raw_tables(assets: Sequence[str]) -> list[str]:
-    """The raw-layer tables among asset names (`raw_orders` -> `orders`)."""
-    from pipeline_project.contracts import RAW_CONTRACTS
-
-    return [name.removeprefix(RAW_PREFIX) for name in assets if name.removeprefix(RAW_PREFIX) in RAW_CONTRACTS]
+    """The raw-layer tables among asset names: `raw_<table>` is the asset of a table (`ingestion.raw_asset_key`)."""
+    return [name.removeprefix(RAW_PREFIX) for name in assets if name.startswith(RAW_PREFIX)]
 
 
 # ------------------------------------------------------------------------------------------ argument types
