@@ -18,13 +18,14 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help run dev serve-readonly stop test faults check bench alert-drill prometheus lint docs manifest clean install
+.PHONY: help run dev serve-readonly stop test faults drills check bench alert-drill prometheus lint docs manifest clean install
 
 help:
 	@echo "make run     materialize the whole pipeline for the last $(DAYS) days (DAYS=n to change) and print a summary"
-	@echo "make dev     Dagster UI + daemon on http://127.0.0.1:3000 with the demo source (make stop to end it)"
+	@echo "make dev     Dagster UI + daemon on http://127.0.0.1:3000 (DAGSTER_PORT) with the demo source on :8765 (SHOP_DEMO_PORT), supervised; make stop ends it"
 	@echo "make test    the whole test suite (what CI runs)"
 	@echo "make faults  the fault-injection tests alone (they are part of make test)"
+	@echo "make drills  every runbook followed step by step against a real make dev with its alert's fault injected"
 	@echo "make check   CI gate: materialize a sample, run every asset check, fail on any ERROR (JUnit XML in test-artifacts/)"
 	@echo "make serve-readonly   the UI in read-only mode on http://127.0.0.1:3001"
 	@echo "make bench   benchmarks at 1x and 10x scale -> bench/results.json, alert latency -> bench/alert_drill.json"
@@ -40,8 +41,10 @@ $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required, found " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock 2>&1 | $(QUIET_PIP)
-	@# The package is used in place (an editable install without a build step): put the repo on the venv's path.
-	$(BIN)/python -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "pipeline_project.pth").write_text("$(CURDIR)\n")'
+	@# An editable install (offline: setuptools comes from the lock) puts the package on the path in place and
+	@# the console scripts of pyproject.toml ([project.scripts]: `oncall`) in $(BIN). Older venvs had a .pth.
+	rm -f $(VENV)/lib/python*/site-packages/pipeline_project.pth
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --no-index -e . 2>&1 | $(QUIET_PIP)
 	@touch $@
 
 manifest: $(MANIFEST)
@@ -59,17 +62,15 @@ dev: $(MANIFEST)
 serve-readonly: $(MANIFEST)
 	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev --read-only
 
-stop:
-	@pid_file=$(STATE_DIR)/dev.pid; \
-	if [ -f $$pid_file ] && kill -0 "$$(cat $$pid_file)" 2>/dev/null; then \
-	  pid=$$(cat $$pid_file); kill -TERM $$pid; echo "stopping make dev (pid $$pid)"; \
-	  for _ in $$(seq 60); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; \
-	  if kill -0 $$pid 2>/dev/null; then echo "make dev (pid $$pid) is still running after 30 s"; exit 1; fi; \
-	  echo "stopped"; \
-	else echo "make dev is not running"; rm -f $$pid_file; fi
+stop: $(INSTALLED)
+	@PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev --stop
 
 test: $(MANIFEST)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/drills
+
+# The runbooks followed step by step against a real make dev with each alert kind's fault injected.
+drills: $(MANIFEST)
+	$(BIN)/python -m pytest tests/drills -p no:cacheprovider
 
 faults: $(MANIFEST)
 	$(BIN)/python -m pytest tests/faults

@@ -255,6 +255,36 @@ class Lake:
             manifest = self._read_manifest(table, day)
             return manifest, ([] if manifest is None else self.verify(manifest))
 
+    # ---- Read-only access (on-call tools): nothing below takes a lock, creates, moves or deletes a file.
+    def peek_manifest(self, table: str, day: date) -> PartitionManifest | None:
+        """The committed manifest as it is on disk. Unlike `read_manifest`, a commit left pending is not
+        completed: `pending_commit` tells whether there is one."""
+        return self._read_manifest(table, day)
+
+    def pending_commit(self, table: str, day: date) -> PartitionManifest | None:
+        """The manifest of a commit that was decided but not finished (its writer is still moving files, or
+        was killed), without acting on it; None when there is none."""
+        try:
+            return PartitionManifest.from_json(self.pending_manifest_path(table, day).read_text())
+        except FileNotFoundError:
+            return None
+
+    def inspect(
+        self, table: str, day: date, attempts: int = 3
+    ) -> tuple[PartitionManifest | None, PartitionManifest | None, list[str]]:
+        """(committed manifest, pending commit, problems of the committed files), read without locking: if a
+        commit changes the manifest while its files are being checked, the reading is taken again."""
+        for _ in range(attempts):
+            manifest = self.peek_manifest(table, day)
+            try:
+                problems = [] if manifest is None else self.verify(manifest)
+            except OSError as error:
+                problems = [f"its files cannot be read: {error}"]
+            pending = self.pending_commit(table, day)
+            if self.peek_manifest(table, day) == manifest:
+                break
+        return manifest, pending, problems
+
     def complete_pending_commit(self, table: str, day: date) -> None:
         """Roll forward the commit whose pending manifest is left (the caller holds the commit lock)."""
         pending = self.pending_manifest_path(table, day)

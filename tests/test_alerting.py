@@ -279,3 +279,26 @@ def test_a_failed_range_is_resolved_only_by_a_success_that_covers_it():
     rerun = run(**{RANGE_START_TAG: "2026-03-13", RANGE_END_TAG: "2026-03-15"})
     assert subjects_resolved_by(rerun, open_subjects) == [failed_range, failed_day]
     assert subjects_resolved_by(dg.DagsterRun(job_name="asset_checks", run_id="c"), open_subjects) == [other_job]
+
+
+@dg.asset(check_specs=[dg.AssetCheckSpec("totals_add_up", asset="stopped_mart", blocking=True)])
+def stopped_mart(context: dg.AssetExecutionContext):
+    if context.run.tags.get("stop") == "yes":
+        raise RuntimeError("the run was stopped before the check was evaluated")
+    return dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name="totals_add_up", passed=False)])
+
+
+def test_a_check_planned_by_a_run_that_ended_does_not_hold_back_the_next_failure(instance, alerting, webhook):
+    """A run stopped mid-build (a timeout) leaves its checks planned forever; the next failing evaluation of
+    the same check alerts at once, not an hour later."""
+    stopped = dg.materialize([stopped_mart], instance=instance, tags={"stop": "yes"}, raise_on_error=False)
+    assert not stopped.success
+    failing = dg.materialize([stopped_mart], instance=instance, raise_on_error=False)
+    assert not failing.success
+    context = dg.build_sensor_context(
+        instance=instance, definitions=dg.Definitions(assets=[stopped_mart]), resources={"alerting": alerting}
+    )
+    check_alerts(context)
+    [alert] = _payloads(webhook)
+    assert alert["kind"] == "check_failed" and alert["details"]["check"] == "totals_add_up"
+    assert alert["link"].endswith(failing.run_id)

@@ -125,7 +125,8 @@ def _new_check_executions(
     instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, seen: int | None
 ) -> Iterator[AssetCheckExecutionRecord]:
     """Completed evaluations of one check newer than `seen`, oldest first, up to the first one still
-    running (it is picked up once it completes); runs that died mid-check leave rows that never do."""
+    running (it is picked up once it completes); runs that died mid-check leave rows that never do: those of
+    a run that has ended are passed over at once, any other after ABANDONED_CHECK_SECONDS."""
     history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=RECORDS_PER_TICK)
     for execution in sorted(history, key=lambda record: record.id):
         if seen is None and execution.create_timestamp < time.time() - FIRST_TICK_LOOKBACK_SECONDS:
@@ -133,6 +134,9 @@ def _new_check_executions(
         if seen is not None and execution.id <= seen:
             continue
         if execution.status is AssetCheckExecutionRecordStatus.PLANNED:
+            run = instance.get_run_by_id(execution.run_id)
+            if run is not None and run.is_finished:
+                continue  # its run ended (stopped, timed out, crashed) without evaluating it: it never will
             if time.time() - execution.create_timestamp < ABANDONED_CHECK_SECONDS:
                 return
             continue
@@ -151,7 +155,7 @@ def check_alerts(context: dg.SensorEvaluationContext, alerting: AlertingResource
         for check_key in sorted(graph.asset_check_keys, key=lambda key: key.to_user_string()):
             name = check_key.to_user_string()
             for execution in _new_check_executions(context.instance, check_key, seen.get(name)):
-                yield check_signal(execution.id, execution.event, sla_of, alerting.webserver_url)
+                yield check_signal(execution.id, execution.event, sla_of, alerting.webserver_url, context.instance)
                 seen[name] = execution.id
                 context.update_cursor(json.dumps(seen, sort_keys=True))
 

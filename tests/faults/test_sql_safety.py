@@ -33,8 +33,8 @@ SQL_METHODS = {"execute", "executemany", "executescript", "sql", "query"}
 IDENTIFIER_HELPERS = {"mart_table", "quote_identifier"}
 # (file, function) -> why the SQL there is not built from values. Each entry must still match its code.
 SQL_IS_THE_INPUT = {
-    ("local/oncall.py", "show_query"): "an operator's own query, typed on the command line (read-only warehouse)",
-    ("local/oncall.py", "dbt_failing_rows"): "dbt's compiled SQL of a test, read from the run's run_results.json",
+    ("ops/oncall/warehouse.py", "show_query"): "an operator's own query, typed on the command line (read-only warehouse)",
+    ("ops/oncall/warehouse.py", "dbt_failing_rows"): "dbt's compiled SQL of a test, read from the run's run_results.json",
 }
 PAYLOADS = ["x'); drop table incidents; --", 'a"; delete from alerts; --', "2026-03-14' or '1'='1"]
 
@@ -104,7 +104,9 @@ def _is_safe_sql(node: ast.expr, constants: set[str]) -> bool:
         return node.id in constants
     if isinstance(node, ast.JoinedStr):
         return all(
-            isinstance(part, ast.Constant) or _is_identifier_helper(part.value)  # a FormattedValue otherwise
+            isinstance(part, ast.Constant)
+            or _is_identifier_helper(part.value)  # a FormattedValue otherwise
+            or (isinstance(part.value, ast.Name) and part.value.id in constants)
             for part in node.values
         )
     return False
@@ -150,19 +152,22 @@ def load(connection, key, table):
     connection.execute("select * from t where k = '%s'" % key)
     connection.execute("select * from {}".format(table))
     connection.execute(f"select * from {mart_table(table)} where k = '{key}'")
+    connection.execute(f"select * from t where {SCHEMA} and k = '{key}'")
 """
     safe = """
 SCHEMA = "create table t (k text)"
+PENDING = "done_at is null"
 def load(connection, key, mart):
     connection.executescript(SCHEMA)
     connection.execute("select * from t where k = ?", [key])
     connection.sql(f"select * from {mart_table(mart)}")
+    connection.execute(f"select * from t where {PENDING}")
 """
     assert [
         _is_safe_sql(sql, _string_constants(ast.parse(flagged))) for _, _, sql in _sql_calls(ast.parse(flagged))
-    ] == [False] * 5
+    ] == [False] * 6
     tree = ast.parse(safe)
-    assert [_is_safe_sql(sql, _string_constants(tree)) for _, _, sql in _sql_calls(tree)] == [True] * 3
+    assert [_is_safe_sql(sql, _string_constants(tree)) for _, _, sql in _sql_calls(tree)] == [True] * 4
 
 
 def _alert(payload: str) -> Alert:

@@ -1,0 +1,2 @@
+"""Production tools for operating the pipeline: the on-call CLI (`oncall`), the client that launches runs
+through the Dagster webserver as the UI does, and the one helper every wait in them goes through."""
