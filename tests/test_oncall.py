@@ -169,7 +169,7 @@ def test_run_commands_show_real_runs_and_change_nothing(state, demo_source, inst
     assert oncall(capsys, "pool") == (0, "duckdb_warehouse (no limit set): 0 taken\n", "")
     assert oncall(capsys, "run-stopped", failed.run_id) == (
         0,
-        f"no process of run {failed.run_id} (FAILURE) is left on this host\n",
+        f"no process of run {failed.run_id} (FAILURE) or of its retries is left on this host\n",
         "",
     )
     code, out, _ = oncall(capsys, "daemons")

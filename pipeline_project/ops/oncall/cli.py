@@ -13,7 +13,8 @@
     runs [N]                         the latest N runs (default 10): id, job, status, start (UTC), partition
     run-errors RUN_ID                each step failure, retry and the run failure, with the error and metadata
     run-checks RUN_ID [--all]        the failed asset checks of a run with their evidence (--all: passing too)
-    run-stopped RUN_ID [--wait S]    is every process of a finished run gone from this host (its dbt, its worker)
+    run-stopped RUN_ID [--wait S]    is everything of a finished run over: its processes (worker, dbt) on this
+                                     host and the re-executions run retries launched of it
     freshness [ASSET ...]            freshness state and hours since the last materialization
     daemons                          the daemon's heartbeats and the schedules' and sensors' state (exit 1: down)
     pool                             who holds and who waits for the one `duckdb_warehouse` slot
@@ -94,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--job", help="the job to run it in (an incident resolves by the same job)")
     rerun.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
     rerun.add_argument("--no-wait", action="store_true", help="launch and return")
-    rerun.add_argument("--force", action="store_true", help="launch although a run of the same days is in flight")
+    rerun.add_argument(
+        "--force", action="store_true", help="launch although a run of the same days is in flight or it is resolved"
+    )
     verify = command("verify", "recovery:verify", "is an incident's selection recovered (exit 1 if not)")
     selection(verify)
     verify.add_argument("--after", type=_after, help="materialized after this time (ISO 8601)")
@@ -111,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     checks.add_argument("--all", action="store_true", help="list the passing checks too")
     ages = command("freshness", "runs:freshness", "freshness state and age of assets (default: all, stalest first)")
     ages.add_argument("assets", nargs="*", metavar="ASSET")
-    stopped = command("run-stopped", "runs:run_stopped", "is every process of a finished run gone (exit 1 if not)")
+    stopped = command("run-stopped", "runs:run_stopped", "is everything of a finished run over (exit 1 if not)")
     stopped.add_argument("run_id")
     stopped.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait up to this long for it")
     command("daemons", "runs:daemons", "the daemon's heartbeats, schedules and sensors")

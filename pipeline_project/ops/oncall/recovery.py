@@ -84,6 +84,12 @@ def rerun(args: argparse.Namespace) -> int:
     if target.channel:
         say(f"{NOTHING_TO_RERUN}: the outbox retries every pending delivery until {target.channel} accepts it")
         return 0
+    if target.incident is not None and target.incident.resolved and not args.force:
+        say(
+            f"{NOTHING_TO_RERUN}: incident {target.incident.key} was resolved {utc(target.incident.resolved_at)} "
+            "(a later run recovered it; --force reruns anyway)"
+        )
+        return 0
     if not target.job or not target.assets:
         raise OncallError(f"{NOTHING_TO_RERUN}: the incident names no job and assets (give --job and --assets)")
     what = f"{job_label(target.job)} (job {target.job}) of {', '.join(target.assets)}"

@@ -234,23 +234,48 @@ def run_processes(run_id: str) -> list[tuple[int, str]]:
     return found
 
 
+def _retries(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.DagsterRun]:
+    """The runs Dagster's run retries launched after this one (dagster.yaml `run_retries`), in order."""
+    group = instance.get_run_group(run.run_id)
+    later, parent = [], run.run_id
+    for candidate in sorted(group[1] if group else [], key=lambda r: int(r.tags.get("dagster/retry_number", 0))):
+        if candidate.parent_run_id == parent and candidate.tags.get("dagster/retry_number"):
+            later.append(candidate)
+            parent = candidate.run_id
+    return later
+
+
+def _still_going(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
+    """(what, detail) of everything of the run that is not over: automatic retries queued or running, and
+    live processes of the run or of its retries."""
+    run = instance.get_run_by_id(run_id)
+    going = [(f"retry {r.run_id}", r.status.value) for r in _retries(instance, run) if not r.is_finished]
+    for each in [run, *_retries(instance, run)]:
+        going += [(f"pid {pid} of run {each.run_id[:8]}", clip(text, 140)) for pid, text in run_processes(each.run_id)]
+    return going
+
+
 def run_stopped(args: argparse.Namespace) -> int:
-    """Is every process of a stopped run gone (its dbt holds the warehouse until it is)?"""
+    """Is everything of a stopped run over: its processes (its dbt holds the warehouse until it exits) and the
+    re-executions Dagster's run retries may have launched of it (they would run the same selection)?"""
     from pipeline_project.ops.oncall.common import OncallError
     from pipeline_project.ops.wait import WaitTimeout, wait_until
 
     with dagster_instance() as instance:
         run = find_run(instance, args.run_id)
-    if not run.is_finished:
-        raise OncallError(f"run {run.run_id} is {run.status.value}, not stopped: `oncall runs`")
-    left = run_processes(run.run_id)
-    if left and args.wait:
-        say(f"waiting up to {args.wait:.0f} s for {len(left)} process(es) of run {run.run_id} to exit ...")
-        with suppress(WaitTimeout):
-            wait_until(lambda: not run_processes(run.run_id), args.wait, f"the processes of run {run.run_id} gone")
-        left = run_processes(run.run_id)
-    if not left:
-        say(f"no process of run {run.run_id} ({run.status.value}) is left on this host")
+        if not run.is_finished:
+            raise OncallError(f"run {run.run_id} is {run.status.value}, not stopped: `oncall runs`")
+        going = _still_going(instance, run.run_id)
+        if going and args.wait:
+            say(f"waiting up to {args.wait:.0f} s for {len(going)} process(es) or retries of run {run.run_id} ...")
+            with suppress(WaitTimeout):
+                wait_until(lambda: not _still_going(instance, run.run_id), args.wait, f"run {run.run_id} over")
+            going = _still_going(instance, run.run_id)
+        retries = _retries(instance, run)
+    for retry in retries:
+        say(f"Dagster's run retries re-executed it: run {retry.run_id} {retry.status.value}")
+    if not going:
+        say(f"no process of run {run.run_id} ({run.status.value}) or of its retries is left on this host")
         return 0
-    print_table(("pid", "process"), [(pid, clip(text, 160)) for pid, text in left])
+    print_table(("what", "state"), going)
     return 1
