@@ -1,18 +1,51 @@
 -- One row per customer (latest customers version); lifetime figures over net-status orders only.
+-- Incremental: a run recomputes the customers it touched: those with orders on its days (from
+-- int_customer_order_days, which keeps a zero row where a customer's orders went away) and those whose
+-- profile here differs from stg_customers (new, changed or gone customers); a gone customer's row is
+-- deleted by the post-hook.
+{{
+    config(
+        unique_key='customer_id',
+        post_hook="{% if is_incremental() %}delete from {{ this }} as mart where not exists (select 1 from {{ ref('stg_customers') }} as customers where customers.customer_id = mart.customer_id){% endif %}",
+    )
+}}
+
 with customers as (
     select * from {{ ref('stg_customers') }}
 ),
 
+order_days as (
+    select * from {{ ref('int_customer_order_days') }}
+),
+
+{% if is_incremental() %}
+touched as (
+    select customer_id from order_days where {{ in_run_days('order_date') }}
+    union
+    select coalesce(customers.customer_id, mart.customer_id) as customer_id
+    from customers
+    full outer join {{ this }} as mart on mart.customer_id = customers.customer_id
+    where customers.customer_id is null
+        or mart.customer_id is null
+        or customers.email is distinct from mart.email
+        or customers.country is distinct from mart.country
+        or customers.loyalty_tier is distinct from mart.loyalty_tier
+),
+{% endif %}
+
 net_orders as (
     select
         customer_id,
-        count(*) as orders_count,
-        sum(order_total_cents) as lifetime_revenue_cents,
-        min(ordered_at) as first_order_at,
-        max(ordered_at) as last_order_at
-    from {{ ref('int_order_totals') }}
-    where is_net
+        sum(net_orders_count) as orders_count,
+        sum(net_revenue_cents) as lifetime_revenue_cents,
+        min(first_net_order_at) as first_order_at,
+        max(last_net_order_at) as last_order_at
+    from order_days
+    {% if is_incremental() %}
+    where customer_id in (select customer_id from touched)
+    {% endif %}
     group by customer_id
+    having sum(net_orders_count) > 0
 )
 
 select
@@ -27,4 +60,7 @@ select
     {{ safe_average_cents('net_orders.lifetime_revenue_cents', 'net_orders.orders_count') }} as average_order_value
 from customers
 left join net_orders on net_orders.customer_id = customers.customer_id
+{% if is_incremental() %}
+where customers.customer_id in (select customer_id from touched)
+{% endif %}
 order by customers.customer_id
