@@ -101,7 +101,7 @@ def build_shop_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
             # Every model was built for every day the lake changed since the watermark: move it on.
             dbt_days.write_watermark(
                 warehouse.resolved_path,
-                dbt_days.Watermark(plan.listed_at, dbt_days.project_digest(project.manifest_path)),
+                dbt_days.Watermark(plan.lake, dbt_days.project_digest(project.manifest_path)),
                 warehouse.lock_wait_seconds,
             )
 
@@ -116,7 +116,7 @@ def _plan(
     warehouse: WarehouseResource,
 ) -> dbt_days.BuildPlan:
     window: list[date] = []
-    if context.has_partition_key_range:
+    if context.has_partition_key or context.has_partition_key_range:
         start, end = context.partition_time_window
         window = dbt_days.window_days(start.date(), end.date() - timedelta(days=1))
     plan = dbt_days.plan_build(

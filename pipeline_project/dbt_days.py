@@ -11,14 +11,15 @@ partitions, e.g. the orders of a day whose order was refunded weeks later), and 
 committed meanwhile without a dbt build of its own (the landing-file sensor's runs) or what a failed build
 did not get to (its days stay pending until a build succeeds).
 
-"Took in" is a watermark kept in the warehouse itself (`meta.dbt_lake_watermark`), so it always describes
-the warehouse it sits in (a restored backup brings its own): when a build of every dbt model succeeds, the
-time at which its days were listed is recorded. Listing the days costs a bounded amount however long the
-history: every raw commit goes through a manifest (`raw_store`: a pending manifest is written, then moved
-over `manifests/<table>/date=D.json`), which changes the mtime of its table's manifest directory; a
-directory not modified since the watermark is skipped unread, and in the others only the names and mtimes
-of the entries are read (a `stat` each, ~1 µs), never the manifests' contents. A new build of the project
-(models or macros changed) or a warehouse without a watermark gets a full refresh instead.
+"Took in" is an index kept in the warehouse itself (`meta.dbt_lake_index`), so it always describes the
+warehouse it sits in (a restored backup brings its own): when a build of every dbt model succeeds, the
+manifests it was planned from are recorded, each as the (mtime, inode, size) of its file. Every raw commit
+ends by moving a new manifest over `manifests/<table>/date=D.json` (`raw_store`), a new file, so a
+partition changed since then has a different signature, a partition being committed has a `.pending`
+manifest, and a removed one is missing. Finding the changed days reads only directory entries and their
+`stat` (a few microseconds each: ~5 ms for a year of six tables), never a manifest's contents, and does not
+depend on clocks (the lake may be written by another machine). A new build of the project (models or
+macros changed) or a warehouse without an index gets a full refresh instead.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ import hashlib
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,20 +37,22 @@ import duckdb
 
 from pipeline_project import warehouse
 
-WATERMARK_SCHEMA = "meta"
-WATERMARK_TABLE = f"{WATERMARK_SCHEMA}.dbt_lake_watermark"
-# Manifests committed this close before the watermark are taken again: file times and the clock that made
-# the watermark are the same clock, this only covers coarse file-time granularity.
-MTIME_MARGIN_SECONDS = 2.0
-_PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
+META_SCHEMA = "meta"
+INDEX_TABLE = f"{META_SCHEMA}.dbt_lake_index"
+BUILD_TABLE = f"{META_SCHEMA}.dbt_build"
+PENDING = "pending"
+_MANIFEST = re.compile(r"date=(\d{4}-\d{2}-\d{2})\.json(\.pending)?")
+
+# (table, day) -> signature of its manifest file, or PENDING while a commit is in progress
+LakeIndex = dict[tuple[str, date], str]
 
 
 @dataclass(frozen=True)
 class Watermark:
-    """What the warehouse has taken in: raw commits up to `listed_at` (epoch seconds), by a project build
-    whose models and macros hash to `project_digest`."""
+    """What the warehouse has taken in: the raw partitions as they were when its last complete build was
+    planned, by a project build whose models and macros hash to `project_digest`."""
 
-    listed_at: float
+    index: LakeIndex
     project_digest: str
 
 
@@ -58,23 +60,34 @@ def window_days(start: date, end_inclusive: date) -> list[date]:
     return [start + timedelta(days=offset) for offset in range((end_inclusive - start).days + 1)]
 
 
-def changed_lake_days(lake_root: Path, since: float) -> set[date]:
-    """Days of the raw partitions (any table) committed, or being committed, since `since` (epoch seconds)."""
-    since_ns = int((since - MTIME_MARGIN_SECONDS) * 1e9)
-    days: set[date] = set()
+def list_lake(lake_root: Path) -> LakeIndex:
+    """The signature of every committed partition's manifest (PENDING where a commit is under way)."""
+    index: LakeIndex = {}
     manifests = Path(lake_root) / "manifests"
     if not manifests.is_dir():
-        return days
+        return index
     with os.scandir(manifests) as tables:
         for table in tables:
-            if not table.is_dir(follow_symlinks=False) or table.stat().st_mtime_ns < since_ns:
+            if not table.is_dir(follow_symlinks=False):
                 continue
             with os.scandir(table.path) as entries:
                 for entry in entries:
-                    match = _PARTITION.search(entry.name)
-                    if match and entry.stat(follow_symlinks=False).st_mtime_ns >= since_ns:
-                        days.add(date.fromisoformat(match[1]))
-    return days
+                    match = _MANIFEST.fullmatch(entry.name)
+                    if match is None:
+                        continue
+                    key = (table.name, date.fromisoformat(match[1]))
+                    if match[2]:
+                        index[key] = PENDING
+                    elif index.get(key) != PENDING:
+                        info = entry.stat(follow_symlinks=False)
+                        index[key] = f"{info.st_mtime_ns}:{info.st_ino}:{info.st_size}"
+    return index
+
+
+def changed_days(taken_in: LakeIndex, now: LakeIndex) -> set[date]:
+    """Days with a partition committed, being committed or removed since `taken_in` was listed."""
+    changed = {key[1] for key, signature in now.items() if signature == PENDING or taken_in.get(key) != signature}
+    return changed | {day for _, day in taken_in.keys() - now.keys()}
 
 
 def read_watermark(warehouse_path: Path, lock_wait_seconds: float) -> Watermark | None:
@@ -83,24 +96,27 @@ def read_watermark(warehouse_path: Path, lock_wait_seconds: float) -> Watermark 
         return None
     with warehouse.connect(warehouse_path, read_only=True, lock_wait_seconds=lock_wait_seconds) as connection:
         try:
-            row = connection.execute(f"select listed_at, project_digest from {WATERMARK_TABLE}").fetchone()
-        except duckdb.CatalogException:
+            (digest,) = connection.execute(f"select project_digest from {BUILD_TABLE}").fetchone()
+            rows = connection.execute(f"select table_name, day, signature from {INDEX_TABLE}").fetchall()
+        except (duckdb.CatalogException, TypeError):
             return None
-    return None if row is None else Watermark(float(row[0]), str(row[1]))
+    return Watermark({(table, day): signature for table, day, signature in rows}, digest)
 
 
 def write_watermark(warehouse_path: Path, watermark: Watermark, lock_wait_seconds: float) -> None:
     with warehouse.connect(warehouse_path, read_only=False, lock_wait_seconds=lock_wait_seconds) as connection:
-        connection.execute(f"create schema if not exists {WATERMARK_SCHEMA}")
+        connection.execute("begin")
+        connection.execute(f"create schema if not exists {META_SCHEMA}")
         connection.execute(
-            f"create or replace table {WATERMARK_TABLE} as "
-            "select ?::double as listed_at, ?::varchar as project_digest, ?::timestamp as listed_at_utc",
-            [
-                watermark.listed_at,
-                watermark.project_digest,
-                datetime.fromtimestamp(watermark.listed_at, UTC).replace(tzinfo=None),
-            ],
+            f"create or replace table {BUILD_TABLE} as select ?::varchar as project_digest, now() as recorded_at",
+            [watermark.project_digest],
         )
+        connection.execute(f"create or replace table {INDEX_TABLE} (table_name varchar, day date, signature varchar)")
+        connection.executemany(
+            f"insert into {INDEX_TABLE} values (?, ?, ?)",
+            [[table, day, signature] for (table, day), signature in sorted(watermark.index.items())],
+        )
+        connection.execute("commit")
 
 
 @lru_cache(maxsize=8)
@@ -121,11 +137,11 @@ def project_digest(manifest_path: Path) -> str:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """What one dbt build does: a full refresh, or the given days (None: every day, e.g. a checks-only run)."""
+    """What one dbt build does: a full refresh, or the given days (None: every day)."""
 
     full_refresh: bool
     days: tuple[date, ...] | None
-    listed_at: float
+    lake: LakeIndex
     reason: str
 
     def env_value(self) -> str | None:
@@ -143,14 +159,14 @@ def plan_build(
 ) -> BuildPlan:
     """Decide the build: a full refresh when asked, when the warehouse has no watermark, or when the project
     changed since the watermark was recorded; otherwise the window plus the days the lake changed since."""
-    listed_at = time.time()
+    lake = list_lake(lake_root)
     if full_refresh_requested:
-        return BuildPlan(True, None, listed_at, "full refresh requested")
+        return BuildPlan(True, None, lake, "full refresh requested")
     mark = read_watermark(warehouse_path, lock_wait_seconds)
     if mark is None:
-        return BuildPlan(True, None, listed_at, "the warehouse has no watermark yet")
+        return BuildPlan(True, None, lake, "the warehouse has no watermark yet")
     if mark.project_digest != digest:
-        return BuildPlan(True, None, listed_at, "the dbt project changed since the last build")
-    changed = changed_lake_days(lake_root, mark.listed_at)
+        return BuildPlan(True, None, lake, "the dbt project changed since the last build")
+    changed = changed_days(mark.index, lake)
     days = tuple(sorted(set(window) | changed))
-    return BuildPlan(False, days, listed_at, f"{len(changed)} day(s) changed in the lake")
+    return BuildPlan(False, days, lake, f"{len(changed)} day(s) changed in the lake")
