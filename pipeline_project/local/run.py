@@ -66,11 +66,16 @@ def execute_job(instance, job_name: str, tags: dict[str, str], log_path: Path, p
     """Run one job of the code location in this process; return (RunSummary, seconds).
 
     What the run writes to stdout (dbt's own log lines) goes to `log_path`; `progress` gets one line per
-    step, materialization and failed check while the run goes on.
+    step, materialization and failed check while the run goes on. A local SQLite instance stores the run's
+    events without a disk sync per event (`sqlite_instance`; PIPELINE_SQLITE_STOCK=1 keeps Dagster's own
+    settings).
     """
     from pipeline_project.definitions import defs
+    from pipeline_project.local import sqlite_instance
     from pipeline_project.local.summary import summarize_run
 
+    if os.environ.get(sqlite_instance.STOCK_SETTING) != "1":
+        sqlite_instance.install()
     job = defs.resolve_job_def(job_name)
     run_id = str(uuid.uuid4())
     outcome: dict = {}
