@@ -7,8 +7,8 @@ capture does when records change weeks later: an order of the first day is refun
 away (quarantined when re-extracted), a customer's version of the second day goes away while an older
 version of them appears on the first day. The last day's build must take in exactly the days that changed,
 and then every model must hold what one full refresh over the same raw layer builds: marts and the SCD2
-history row for row, staging and intermediate tables too (but for the zero rows the per-day models keep
-where a key's activity went away).
+history row for row, staging and intermediate tables too (but for the zero rows and tombstones that record,
+in an incremental build, where a key's data went away).
 """
 
 from __future__ import annotations
@@ -39,10 +39,13 @@ from conftest import TEST_SCALE, TOKEN
 DAYS = [date(2026, 3, 14), date(2026, 3, 15), date(2026, 3, 16)]
 FIRST, SECOND, LAST = DAYS
 SCHEMAS = ("staging", "intermediate", "marts", "snapshots")
-# Models that keep a zero row where a key's activity on a rebuilt day went away (a full refresh has none).
-ZERO_ROW = {
+# Rows an incremental build keeps and a full refresh does not have: a zero row where a key's activity on a
+# rebuilt day went away, a tombstone (updated_at null) where a version went away.
+KEPT_ROWS = {
     "intermediate.int_customer_order_days": lambda row: row[2:] == (0, 0, None, None),
     "intermediate.int_product_days": lambda row: row[2:] == (0, 0, 0, 0, 0),
+    "staging.stg_customer_versions": lambda row: row[8] is None,
+    "staging.stg_product_versions": lambda row: row[8] is None,
 }
 
 
@@ -233,10 +236,10 @@ def test_incremental_builds_equal_a_full_refresh_row_for_row(builds):
         for table in tables(full):
             expected, built = rows(full, table), rows(incremental, table)
             assert expected, f"{table} is empty"
-            if table in ZERO_ROW:
+            if table in KEPT_ROWS:
                 kept[table] = Counter(built) - Counter(expected)
                 assert not Counter(expected) - Counter(built), f"{table} lacks rows of a full refresh"
-                assert all(ZERO_ROW[table](row) for row in kept[table]), f"{table} has rows a full refresh has not"
+                assert all(KEPT_ROWS[table](row) for row in kept[table]), f"{table} has rows a full refresh has not"
             else:
                 assert built == expected, f"{table} differs from a full refresh"
         (customer,) = incremental.execute(
@@ -247,3 +250,5 @@ def test_incremental_builds_equal_a_full_refresh_row_for_row(builds):
     assert customer is None
     zero_days = {(row[0], row[1]) for row in kept["intermediate.int_customer_order_days"]}
     assert zero_days <= {(FIRST, builds["changes"]["removed_customer"])}
+    tombstones = {(row[0], row[9]) for row in kept["staging.stg_customer_versions"]}
+    assert tombstones == {(builds["changes"]["moved_customer"], SECOND)}

@@ -22,10 +22,13 @@
     delete from {{ target }}
     where
     {%- if unique_key %}
-        {{ unique_key }} in (select {{ unique_key }} from {{ source }})
-        {%- if day_column %}
-        or {{ unique_key }} in (select {{ unique_key }} from {{ target }} where {{ in_run_days(day_column) }})
-        {%- endif %}
+        {{ unique_key }} in (
+            select {{ unique_key }} from {{ source }}
+            {%- if day_column %}
+            union
+            select {{ unique_key }} from {{ target }} where {{ in_run_days(day_column) }}
+            {%- endif %}
+        )
     {%- else %}
         {{ in_run_days(day_column) }}
     {%- endif %};

@@ -1,12 +1,13 @@
 -- One row per customer (latest customers version); lifetime figures over net-status orders only.
--- Incremental: a run recomputes the customers it touched: those with orders on its days (from
--- int_customer_order_days, which keeps a zero row where a customer's orders went away) and those whose
--- profile here differs from stg_customers (new, changed or gone customers); a gone customer's row is
--- deleted by the post-hook.
+-- Incremental: a run recomputes the customers it touched: those with orders on its days (in
+-- int_customer_order_days, which keeps a zero row where a customer's orders went away) and those with a
+-- version on its days (in stg_customer_versions, which keeps a tombstone where a version went away); the
+-- post-hook deletes the row of a touched customer who has no version left.
+-- depends_on: {{ ref('stg_customer_versions') }}
 {{
     config(
         unique_key='customer_id',
-        post_hook="{% if is_incremental() %}delete from {{ this }} as mart where not exists (select 1 from {{ ref('stg_customers') }} as customers where customers.customer_id = mart.customer_id){% endif %}",
+        post_hook="{% if is_incremental() %}delete from {{ this }} where customer_id in (select customer_id from {{ ref('stg_customer_versions') }} where {{ in_run_days('_partition_date') }}) and customer_id not in (select customer_id from {{ ref('stg_customers') }}){% endif %}",
     )
 }}
 
@@ -22,14 +23,7 @@ order_days as (
 touched as (
     select customer_id from order_days where {{ in_run_days('order_date') }}
     union
-    select coalesce(customers.customer_id, mart.customer_id) as customer_id
-    from customers
-    full outer join {{ this }} as mart on mart.customer_id = customers.customer_id
-    where customers.customer_id is null
-        or mart.customer_id is null
-        or customers.email is distinct from mart.email
-        or customers.country is distinct from mart.country
-        or customers.loyalty_tier is distinct from mart.loyalty_tier
+    select customer_id from {{ ref('stg_customer_versions') }} where {{ in_run_days('_partition_date') }}
 ),
 {% endif %}
 

@@ -1,12 +1,13 @@
 -- One row per product (latest products version): sales over net-status orders, views/carts over all events.
--- Incremental: a run recomputes the products it touched: those with activity on its days (from
--- int_product_days, which keeps a zero row where a product's activity went away) and those whose
--- attributes here differ from stg_products (new, changed or gone products); a gone product's row is deleted
--- by the post-hook.
+-- Incremental: a run recomputes the products it touched: those with activity on its days (in
+-- int_product_days, which keeps a zero row where a product's activity went away) and those with a version
+-- on its days (in stg_product_versions, which keeps a tombstone where a version went away); the post-hook
+-- deletes the row of a touched product that has no version left.
+-- depends_on: {{ ref('stg_product_versions') }}
 {{
     config(
         unique_key='product_id',
-        post_hook="{% if is_incremental() %}delete from {{ this }} as mart where not exists (select 1 from {{ ref('stg_products') }} as products where products.product_id = mart.product_id){% endif %}",
+        post_hook="{% if is_incremental() %}delete from {{ this }} where product_id in (select product_id from {{ ref('stg_product_versions') }} where {{ in_run_days('_partition_date') }}) and product_id not in (select product_id from {{ ref('stg_products') }}){% endif %}",
     )
 }}
 
@@ -22,14 +23,7 @@ product_days as (
 touched as (
     select product_id from product_days where {{ in_run_days('activity_date') }}
     union
-    select coalesce(products.product_id, mart.product_id) as product_id
-    from products
-    full outer join {{ this }} as mart on mart.product_id = products.product_id
-    where products.product_id is null
-        or mart.product_id is null
-        or products.sku is distinct from mart.sku
-        or products.product_name is distinct from mart.product_name
-        or products.category is distinct from mart.category
+    select product_id from {{ ref('stg_product_versions') }} where {{ in_run_days('_partition_date') }}
 ),
 {% endif %}
 

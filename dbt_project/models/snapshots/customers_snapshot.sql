@@ -6,21 +6,14 @@
 -- by dbt's snapshot, which compares the latest version with the table's current rows at each run: the
 -- history is then a function of the raw data, so a run reads only the customers it touched, a late change
 -- to an old day rewrites exactly the history it changes, and day-by-day runs equal one full rebuild.
--- Incremental: a run rebuilds the whole history of every customer with a version on one of its days, or
--- with a history row from one of them (so a version that vanished from a rebuilt day goes too).
+-- Incremental: a run rebuilds the whole history of every customer with a version (or a tombstone of one)
+-- on one of its days; a customer with no version left loses their rows (they had one on a rebuilt day).
 {{ config(unique_key='customer_id', replace_days='_partition_date') }}
 
 with versions as (
     select * from {{ ref('stg_customer_versions') }}
 )
 
-{% if is_incremental() %}
-, touched as (
-    select customer_id from versions where {{ in_run_days('_partition_date') }}
-    union
-    select customer_id from {{ this }} where {{ in_run_days('_partition_date') }}
-)
-{% endif %}
 
 select
     customer_id,
@@ -40,6 +33,7 @@ select
     updated_at as dbt_valid_from,
     lead(updated_at) over (partition by customer_id order by updated_at, _partition_date) as dbt_valid_to
 from versions
+where updated_at is not null
 {% if is_incremental() %}
-where customer_id in (select customer_id from touched)
+    and customer_id in (select customer_id from versions where {{ in_run_days('_partition_date') }})
 {% endif %}

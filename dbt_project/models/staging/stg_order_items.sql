@@ -3,7 +3,7 @@
 {{ config(replace_days='_partition_date') }}
 
 with source as (
-    select * from {{ source('raw', 'order_items') }}
+    select * from {{ raw_source('order_items') }}
     where {{ in_run_days('"date"') }}
 ),
 

@@ -3,7 +3,7 @@
 {{ config(replace_days='_partition_date') }}
 
 with source as (
-    select * from {{ source('raw', 'orders') }}
+    select * from {{ raw_source('orders') }}
     where {{ in_run_days('"date"') }}
 ),
 

@@ -3,7 +3,7 @@
 {{ config(replace_days='_partition_date') }}
 
 with source as (
-    select * from {{ source('raw', 'payments') }}
+    select * from {{ raw_source('payments') }}
     where {{ in_run_days('"date"') }}
 ),
 

@@ -1,10 +1,13 @@
 -- Every version of every product: one row per product and raw partition (day the version was written). The
 -- input of stg_products (the latest version).
--- Incremental: a run rebuilds the partitions of its days, replacing them whole.
+-- Incremental: a run rebuilds the partitions of its days, replacing them whole. A version that went away
+-- from a rebuilt day (quarantined or deleted when the day was re-extracted) leaves a tombstone, a row with
+-- only its key and day (updated_at null), so that the models built from the versions still see that this
+-- product changed on that day; they read real versions only (updated_at is not null).
 {{ config(replace_days='_partition_date') }}
 
 with source as (
-    select * from {{ source('raw', 'products') }}
+    select * from {{ raw_source('products') }}
     where {{ in_run_days('"date"') }}
 ),
 
@@ -23,7 +26,18 @@ typed as (
         cast(_batch_id as varchar) as _batch_id,
         cast(_loaded_at as timestamp) as _loaded_at
     from source
+),
+
+versions as (
+    select * from typed
+    {{ latest_per_key('product_id, _partition_date') }}
 )
 
-select * from typed
-{{ latest_per_key('product_id, _partition_date') }}
+select * from versions
+{% if is_incremental() %}
+union all by name
+select previous.product_id, previous._partition_date
+from {{ this }} as previous
+anti join versions using (product_id, _partition_date)
+where {{ in_run_days('previous._partition_date') }}
+{% endif %}

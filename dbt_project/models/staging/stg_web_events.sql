@@ -3,7 +3,7 @@
 {{ config(replace_days='_partition_date') }}
 
 with source as (
-    select * from {{ source('raw', 'web_events') }}
+    select * from {{ raw_source('web_events') }}
     where {{ in_run_days('"date"') }}
 ),
 
