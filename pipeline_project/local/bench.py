@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import date, datetime, timedelta
@@ -100,15 +101,72 @@ def _dbt_artifacts(target: Path) -> dict:
     }
 
 
-def _run_dagster(days: int) -> dict:
+class _RssSampler(threading.Thread):
+    """This process's resident memory every 50 ms, to tell which stage of a run its peak comes from."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        self.samples: list[tuple[float, float]] = []
+        self._stopping = threading.Event()
+        self._page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(OSError, ValueError):
+                resident = int(Path("/proc/self/statm").read_text().split()[1])
+                self.samples.append((time.time(), resident * self._page_mb))
+            self._stopping.wait(0.05)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+
+    def peaks(self, windows: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+        """Peak RSS (MB) within each named set of time windows, and before the first one."""
+        first = min((start for spans in windows.values() for start, _ in spans), default=float("inf"))
+        out = {"before_the_steps": max((mb for t, mb in self.samples if t < first), default=0.0)}
+        for name, spans in windows.items():
+            out[name] = max((mb for t, mb in self.samples if any(a <= t <= b for a, b in spans)), default=0.0)
+        return {name: round(mb, 1) for name, mb in out.items()}
+
+
+def _step_windows(instance, run_id: str) -> dict[str, list[tuple[float, float]]]:
+    from dagster import DagsterEventType
+
+    started: dict[str, float] = {}
+    windows: dict[str, list[tuple[float, float]]] = {"ingestion": [], "dbt": [], "checks": []}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            started[event.step_key] = record.timestamp
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            kind = "dbt" if event.step_key == DBT_STEP else "checks" if "contract" in event.step_key else "ingestion"
+            windows[kind].append((started.get(event.step_key, record.timestamp), record.timestamp))
+    return windows
+
+
+def _run_dagster(days: int, transform_only: bool = False) -> dict:
     import dagster as dg
 
+    from pipeline_project.dbt_assets import shop_dbt_assets
     from pipeline_project.local.run import run_pipeline
 
+    selection = [key.to_user_string() for key in shop_dbt_assets.keys] if transform_only else None
+    sampler = _RssSampler()
+    sampler.start()
     with dg.DagsterInstance.get() as instance:
         summary, seconds = run_pipeline(
-            instance, days, END_DATE, Path(os.environ["PIPELINE_LOG_DIR"]) / "run.log", progress=lambda line: None
+            instance,
+            days,
+            END_DATE,
+            Path(os.environ["PIPELINE_LOG_DIR"]) / "run.log",
+            progress=lambda line: None,
+            asset_selection=selection,
         )
+        sampler.stop()
+        rss_by_stage = sampler.peaks(_step_windows(instance, summary.run_id))
     if not summary.ok:
         raise RuntimeError(f"benchmark run failed: {summary.first_error or summary.failed_error_checks}")
     [target] = (REPO_ROOT / "dbt_project" / "target").glob(f"{DBT_STEP}-{summary.run_id[:7]}-*")
@@ -117,6 +175,7 @@ def _run_dagster(days: int) -> dict:
         "wall_seconds": round(seconds, 2),
         "dbt": round(summary.step_seconds.get(DBT_STEP, 0.0), 2),
         "checks": round(sum(s for step, s in summary.step_seconds.items() if step.endswith("_contract")), 2),
+        "rss_mb_by_stage": rss_by_stage,
         **_dbt_artifacts(target),
     }
 
@@ -216,10 +275,11 @@ def _prepare(state: Path) -> dict[str, str]:
     return settings
 
 
-def run_once(state: Path, days: int, mode: str) -> dict:
-    """One run in this process (a fresh subprocess of `main`), against the source in SHOP_API_URL."""
+def run_once(state: Path, days: int, mode: str, transform_only: bool = False) -> dict:
+    """One run in this process (a fresh subprocess of `main`), against the source in SHOP_API_URL; with
+    `transform_only`, the dbt assets and the mart contracts alone (what the raw layer holds already)."""
     settings = _prepare(state)
-    timings = _run_dagster(days) if mode == "dagster" else _run_bare(days)
+    timings = _run_dagster(days, transform_only) if mode == "dagster" else _run_bare(days)
     stages = _stage_seconds_from_manifests(Path(settings["PIPELINE_LAKE_DIR"]), timings["run_id"])
     source_rows = stages.pop("source_rows")
     measured = sum(stages.values()) + timings["dbt"] + timings["checks"]
@@ -239,6 +299,7 @@ def run_once(state: Path, days: int, mode: str) -> dict:
         "dbt_node_count": timings["dbt_node_count"],
         "slowest_dbt_nodes": timings["slowest_dbt_nodes"],
         "peak_rss": _peak_rss_mb(),
+        **({"rss_mb_by_stage": timings["rss_mb_by_stage"]} if "rss_mb_by_stage" in timings else {}),
     }
 
 
@@ -267,17 +328,18 @@ def build_history(state: Path, days: int, scale: float) -> dict:
 
 
 def _child(task: dict, env: dict[str, str] | None = None) -> dict:
-    output = subprocess.run(
+    child = subprocess.run(
         [sys.executable, "-m", "pipeline_project.local.bench", "--task", json.dumps(task)],
         env=env or dict(os.environ),
-        check=True,
         capture_output=True,
         text=True,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"benchmark task {task} failed with exit code {child.returncode}:\n{child.stderr[-4000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def _measure_run(state: Path, days: int, scale: float, mode: str) -> dict:
+def _measure_run(state: Path, days: int, scale: float, mode: str, transform_only: bool = False) -> dict:
     """A run of `days` days ending at END_DATE against a demo source of `scale` (started here). Modes: dagster,
     bare, dagster_stock_sqlite (Dagster with its own SQLite settings, see `sqlite_instance`)."""
     from pipeline_project.local.demo_process import DemoSourceProcess
@@ -291,7 +353,13 @@ def _measure_run(state: Path, days: int, scale: float, mode: str) -> dict:
         with DemoSourceProcess(landing, END_DATE, days) as source:
             env = {**os.environ, "SHOP_API_URL": source.url, "SHOP_API_TOKEN": source.token}
             env[STOCK_SETTING] = "1" if mode == "dagster_stock_sqlite" else ""
-            task = {"task": "run", "state": str(state), "days": days, "mode": "bare" if mode == "bare" else "dagster"}
+            task = {
+                "task": "run",
+                "state": str(state),
+                "days": days,
+                "mode": "bare" if mode == "bare" else "dagster",
+                "transform_only": transform_only,
+            }
             return {"scale": scale, **_child(task, env), "mode": mode}
     finally:
         if previous is None:
@@ -326,7 +394,8 @@ def main() -> int:
     if args.task:
         task = json.loads(args.task)
         if task["task"] == "run":
-            print(json.dumps(run_once(Path(task["state"]), task["days"], task["mode"])))
+            run = run_once(Path(task["state"]), task["days"], task["mode"], task.get("transform_only", False))
+            print(json.dumps(run))
         else:
             print(json.dumps(build_history(Path(task["state"]), task["days"], task["scale"])))
         return 0
@@ -394,12 +463,16 @@ def _bench_fixed_cost(workdir: Path, rounds: int) -> dict:
 
 
 def _bench_memory(workdir: Path) -> dict:
+    """7 days at 1x and at 10x, each followed by the transformation alone over the same days in a fresh
+    process: ingestion holds the pipeline process's peak, the second run shows what dbt and the checks add."""
     results = {}
     for name, scale in MEMORY_SCENARIOS.items():
         state = workdir / name
         state.mkdir()
         results[name] = _measure_run(state, 7, scale, "dagster")
         _say(f"==> {name}: {_brief(results[name])}")
+        results[f"{name}_transform_only"] = _measure_run(state, 7, scale, "dagster", transform_only=True)
+        _say(f"==> {name}, transformation alone: {_brief(results[f'{name}_transform_only'])}")
     return results
 
 
@@ -419,7 +492,11 @@ def ratios(report: dict) -> dict:
     if "memory" in report:
         one, ten = (report["memory"][name]["peak_rss"] for name in MEMORY_SCENARIOS)
         out["pipeline_rss_growth_10x_over_1x"] = round(ten["pipeline_process_mb"] / one["pipeline_process_mb"] - 1, 3)
-        out["dbt_duckdb_10x_mb"] = ten["largest_child_mb"]
+        one_t, ten_t = (report["memory"][f"{name}_transform_only"]["peak_rss"] for name in MEMORY_SCENARIOS)
+        out["pipeline_rss_growth_10x_over_1x_transformation_alone"] = round(
+            ten_t["pipeline_process_mb"] / one_t["pipeline_process_mb"] - 1, 3
+        )
+        out["dbt_duckdb_10x_mb"] = max(ten["largest_child_mb"], ten_t["largest_child_mb"])
     return out
 
 

@@ -1,6 +1,6 @@
 """`make run`: materialize the whole asset graph for the last N days against the demo source, print a summary.
 
-Usage: python -m pipeline_project.local.run [--days 7] [--end-date YYYY-MM-DD]
+Usage: python -m pipeline_project.local.run [--days 7] [--end-date YYYY-MM-DD] [--full-refresh]
 Exit status 0 when the run succeeded and no ERROR check failed, 1 otherwise.
 """
 
@@ -50,19 +50,40 @@ def _progress_line(event, started: float) -> str | None:
     return None
 
 
-def run_pipeline(instance, days: int, end_date: date, log_path: Path, progress=print):
-    """Materialize every asset for the `days` partitions ending at `end_date`; return (RunSummary, seconds)."""
+def run_pipeline(
+    instance,
+    days: int,
+    end_date: date,
+    log_path: Path,
+    progress=print,
+    *,
+    full_refresh: bool = False,
+    asset_selection: list[str] | None = None,
+):
+    """Materialize every asset (or `asset_selection`) for the `days` partitions ending at `end_date`; return
+    (RunSummary, seconds). With `full_refresh`, the dbt build rebuilds every model from the whole raw layer."""
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from pipeline_project.dbt_assets import FULL_REFRESH_TAG
 
     start_date = end_date - timedelta(days=days - 1)
     tags = {
         ASSET_PARTITION_RANGE_START_TAG: start_date.isoformat(),
         ASSET_PARTITION_RANGE_END_TAG: end_date.isoformat(),
+        **({FULL_REFRESH_TAG: "true"} if full_refresh else {}),
     }
-    return execute_job(instance, "shop_pipeline", tags, log_path, progress)
+    return execute_job(instance, "shop_pipeline", tags, log_path, progress, asset_selection=asset_selection)
 
 
-def execute_job(instance, job_name: str, tags: dict[str, str], log_path: Path, progress=print):
+def execute_job(
+    instance,
+    job_name: str,
+    tags: dict[str, str],
+    log_path: Path,
+    progress=print,
+    *,
+    asset_selection: list[str] | None = None,
+):
     """Run one job of the code location in this process; return (RunSummary, seconds).
 
     What the run writes to stdout (dbt's own log lines) goes to `log_path`; `progress` gets one line per
@@ -70,6 +91,8 @@ def execute_job(instance, job_name: str, tags: dict[str, str], log_path: Path, p
     events without a disk sync per event (`sqlite_instance`; PIPELINE_SQLITE_STOCK=1 keeps Dagster's own
     settings).
     """
+    import dagster as dg
+
     from pipeline_project.definitions import defs
     from pipeline_project.local import sqlite_instance
     from pipeline_project.local.summary import summarize_run
@@ -83,7 +106,12 @@ def execute_job(instance, job_name: str, tags: dict[str, str], log_path: Path, p
     def execute() -> None:
         try:
             outcome["result"] = job.execute_in_process(
-                run_config=RUN_CONFIG, instance=instance, run_id=run_id, raise_on_error=False, tags=tags
+                run_config=RUN_CONFIG,
+                instance=instance,
+                run_id=run_id,
+                raise_on_error=False,
+                tags=tags,
+                asset_selection=None if asset_selection is None else [dg.AssetKey(key) for key in asset_selection],
             )
         except Exception as error:  # re-raised below, once the progress loop has ended
             outcome["error"] = error
@@ -114,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=int(os.environ.get("DAYS", "7")))
     parser.add_argument("--end-date", type=date.fromisoformat, default=None, help="default: yesterday (UTC)")
+    parser.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild every dbt model from the whole raw layer (after a change to the dbt project, or to repair)",
+    )
     args = parser.parse_args(argv)
     if args.days < 1:
         parser.error("--days must be at least 1")
@@ -162,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             end_date,
             log_path,
             progress=lambda line: print(line, file=console, flush=True),
+            full_refresh=args.full_refresh,
         )
     print()
     print(format_summary(summary))
