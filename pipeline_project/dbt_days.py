@@ -112,9 +112,10 @@ def write_watermark(warehouse_path: Path, watermark: Watermark, lock_wait_second
             [watermark.project_digest],
         )
         connection.execute(f"create or replace table {INDEX_TABLE} (table_name varchar, day date, signature varchar)")
-        connection.executemany(
-            f"insert into {INDEX_TABLE} values (?, ?, ?)",
-            [[table, day, signature] for (table, day), signature in sorted(watermark.index.items())],
+        entries = sorted(watermark.index.items())
+        connection.execute(
+            f"insert into {INDEX_TABLE} select unnest(?), unnest(?::date[]), unnest(?)",
+            [[table for (table, _), _ in entries], [day for (_, day), _ in entries], [sig for _, sig in entries]],
         )
         connection.execute("commit")
 
