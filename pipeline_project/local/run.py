@@ -22,6 +22,19 @@ from pipeline_project.local.environment import demo_source_wanted, ensure_dbt_ma
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+def _progress_event_types() -> set:
+    from dagster import DagsterEventType
+
+    return {
+        DagsterEventType.STEP_START,
+        DagsterEventType.STEP_SUCCESS,
+        DagsterEventType.STEP_FAILURE,
+        DagsterEventType.STEP_UP_FOR_RETRY,
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_CHECK_EVALUATION,
+    }
+
+
 def _progress_line(event, started: float) -> str | None:
     from dagster import DagsterEventType
 
@@ -119,12 +132,15 @@ def execute_job(
     worker = threading.Thread(target=execute, name=f"{job_name}-run")
     started = time.monotonic()
     cursor = None
+    # Only the events a progress line is made of are read back: a run stores ~300 events, most of them
+    # planned and output events of dbt tests, and reading them costs the run's own thread time.
+    progress_events = _progress_event_types()
     with log_path.open("a") as log, contextlib.redirect_stdout(log):
         worker.start()
         while True:
             finished = not worker.is_alive()
             if instance.has_run(run_id):
-                connection = instance.get_records_for_run(run_id, cursor=cursor)
+                connection = instance.get_records_for_run(run_id, cursor=cursor, of_type=progress_events)
                 cursor = connection.cursor
                 for record in connection.records:
                     event = record.event_log_entry.dagster_event
