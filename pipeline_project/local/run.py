@@ -1,6 +1,6 @@
 """`make run`: materialize the whole asset graph for the last N days against the demo source, print a summary.
 
-Usage: python -m pipeline_project.local.run [--days 7] [--end-date YYYY-MM-DD]
+Usage: python -m pipeline_project.local.run [--days 7] [--end-date YYYY-MM-DD] [--full-refresh]
 Exit status 0 when the run succeeded and no ERROR check failed, 1 otherwise.
 """
 
@@ -20,6 +20,19 @@ from pathlib import Path
 from pipeline_project.local.environment import demo_source_wanted, ensure_dbt_manifest, prepare_environment
 
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _progress_event_types() -> set:
+    from dagster import DagsterEventType
+
+    return {
+        DagsterEventType.STEP_START,
+        DagsterEventType.STEP_SUCCESS,
+        DagsterEventType.STEP_FAILURE,
+        DagsterEventType.STEP_UP_FOR_RETRY,
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_CHECK_EVALUATION,
+    }
 
 
 def _progress_line(event, started: float) -> str | None:
@@ -50,27 +63,55 @@ def _progress_line(event, started: float) -> str | None:
     return None
 
 
-def run_pipeline(instance, days: int, end_date: date, log_path: Path, progress=print):
-    """Materialize every asset for the `days` partitions ending at `end_date`; return (RunSummary, seconds)."""
+def run_pipeline(
+    instance,
+    days: int,
+    end_date: date,
+    log_path: Path,
+    progress=print,
+    *,
+    full_refresh: bool = False,
+    asset_selection: list[str] | None = None,
+):
+    """Materialize every asset (or `asset_selection`) for the `days` partitions ending at `end_date`; return
+    (RunSummary, seconds). With `full_refresh`, the dbt build rebuilds every model from the whole raw layer."""
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from pipeline_project.dbt_assets import FULL_REFRESH_TAG
 
     start_date = end_date - timedelta(days=days - 1)
     tags = {
         ASSET_PARTITION_RANGE_START_TAG: start_date.isoformat(),
         ASSET_PARTITION_RANGE_END_TAG: end_date.isoformat(),
+        **({FULL_REFRESH_TAG: "true"} if full_refresh else {}),
     }
-    return execute_job(instance, "shop_pipeline", tags, log_path, progress)
+    return execute_job(instance, "shop_pipeline", tags, log_path, progress, asset_selection=asset_selection)
 
 
-def execute_job(instance, job_name: str, tags: dict[str, str], log_path: Path, progress=print):
+def execute_job(
+    instance,
+    job_name: str,
+    tags: dict[str, str],
+    log_path: Path,
+    progress=print,
+    *,
+    asset_selection: list[str] | None = None,
+):
     """Run one job of the code location in this process; return (RunSummary, seconds).
 
     What the run writes to stdout (dbt's own log lines) goes to `log_path`; `progress` gets one line per
-    step, materialization and failed check while the run goes on.
+    step, materialization and failed check while the run goes on. A local SQLite instance stores the run's
+    events without a disk sync per event (`sqlite_instance`; PIPELINE_SQLITE_STOCK=1 keeps Dagster's own
+    settings).
     """
+    import dagster as dg
+
     from pipeline_project.definitions import defs
+    from pipeline_project.local import sqlite_instance
     from pipeline_project.local.summary import summarize_run
 
+    if os.environ.get(sqlite_instance.STOCK_SETTING) != "1":
+        sqlite_instance.install()
     job = defs.resolve_job_def(job_name)
     run_id = str(uuid.uuid4())
     outcome: dict = {}
@@ -78,7 +119,12 @@ def execute_job(instance, job_name: str, tags: dict[str, str], log_path: Path, p
     def execute() -> None:
         try:
             outcome["result"] = job.execute_in_process(
-                run_config=RUN_CONFIG, instance=instance, run_id=run_id, raise_on_error=False, tags=tags
+                run_config=RUN_CONFIG,
+                instance=instance,
+                run_id=run_id,
+                raise_on_error=False,
+                tags=tags,
+                asset_selection=None if asset_selection is None else [dg.AssetKey(key) for key in asset_selection],
             )
         except Exception as error:  # re-raised below, once the progress loop has ended
             outcome["error"] = error
@@ -86,12 +132,15 @@ def execute_job(instance, job_name: str, tags: dict[str, str], log_path: Path, p
     worker = threading.Thread(target=execute, name=f"{job_name}-run")
     started = time.monotonic()
     cursor = None
+    # Only the events a progress line is made of are read back: a run stores ~300 events, most of them
+    # planned and output events of dbt tests, and reading them costs the run's own thread time.
+    progress_events = _progress_event_types()
     with log_path.open("a") as log, contextlib.redirect_stdout(log):
         worker.start()
         while True:
             finished = not worker.is_alive()
             if instance.has_run(run_id):
-                connection = instance.get_records_for_run(run_id, cursor=cursor)
+                connection = instance.get_records_for_run(run_id, cursor=cursor, of_type=progress_events)
                 cursor = connection.cursor
                 for record in connection.records:
                     event = record.event_log_entry.dagster_event
@@ -109,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=int(os.environ.get("DAYS", "7")))
     parser.add_argument("--end-date", type=date.fromisoformat, default=None, help="default: yesterday (UTC)")
+    parser.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild every dbt model from the whole raw layer (after a change to the dbt project, or to repair)",
+    )
     args = parser.parse_args(argv)
     if args.days < 1:
         parser.error("--days must be at least 1")
@@ -157,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             end_date,
             log_path,
             progress=lambda line: print(line, file=console, flush=True),
+            full_refresh=args.full_refresh,
         )
     print()
     print(format_summary(summary))

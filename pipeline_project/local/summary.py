@@ -44,7 +44,14 @@ def summarize_run(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
     step_seconds: dict[str, float] = {}
     failed_error, failed_warn = [], []
     first_error = None
-    for record in instance.all_logs(run_id):
+    kinds = {
+        DagsterEventType.STEP_START,
+        DagsterEventType.STEP_SUCCESS,
+        DagsterEventType.STEP_FAILURE,
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_CHECK_EVALUATION,
+    }
+    for record in instance.all_logs(run_id, of_type=kinds):
         event = record.dagster_event
         if event is None:
             continue

@@ -5,7 +5,7 @@ a clean run gives.
 
 A good state (every table and the marts for DAY, from a clean source) is built once and restored for each
 test. The killed run reads a changed source (the same day with 3% bad records, so both the data and the
-quarantine file change); the mid-dbt run builds the marts after NEXT_DAY arrived.
+quarantine file change); the mid-dbt run builds the dbt models after NEXT_DAY arrived.
 """
 
 import logging
@@ -19,7 +19,6 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import EmptyWorkspaceTarget
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from fault_harness import (
-    MARTS,
     child_env,
     clean_and_changed_worlds,
     kill_when_file_appears,
@@ -32,6 +31,7 @@ from fault_harness import (
     write_instance_config,
 )
 
+from pipeline_project.dbt_assets import shop_dbt_assets
 from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.fault_points import FAULT_POINTS, MID_DBT_MARKER_SUFFIX, SETTING, UnknownFaultPoint, reached
 from pipeline_project.ingestion import API_TABLES, LANDING_TABLES
@@ -219,10 +219,11 @@ def test_a_kill_inside_dbt_keeps_the_last_built_marts_and_the_rerun_builds_them(
     warehouse = state / "warehouse.duckdb"
     write_landing_files(state / "landing", NEXT_DAY, worlds["clean"])
     assert run_here(env, NEXT_DAY.isoformat(), [f"raw_{table}" for table in RAW_TABLES]).success
-    # The marts alone: the views upstream of them read the whole raw layer, NEXT_DAY included.
-    marts = list(MARTS)
+    # Every dbt model (staging and intermediate tables take NEXT_DAY in before the marts do); the kill comes
+    # in the first mart's transaction, after the models upstream of it were committed.
+    dbt_models = [key.to_user_string() for key in shop_dbt_assets.keys]
 
-    child = start({**env, SETTING: "mid_dbt"}, NEXT_DAY.isoformat(), marts)
+    child = start({**env, SETTING: "mid_dbt"}, NEXT_DAY.isoformat(), dbt_models)
     killed = kill_when_file_appears(child, Path(f"{warehouse}{MID_DBT_MARKER_SUFFIX}"))
 
     assert killed.killed
@@ -230,7 +231,7 @@ def test_a_kill_inside_dbt_keeps_the_last_built_marts_and_the_rerun_builds_them(
     assert marts_by_day(warehouse) == truth(worlds["clean"], [DAY])
     assert_run_monitoring_fails_the_killed_run(state / "dagster_home")
 
-    rerun = run_here(env, NEXT_DAY.isoformat(), marts)
+    rerun = run_here(env, NEXT_DAY.isoformat(), dbt_models)
 
     assert rerun.success
     assert all(evaluation.passed for evaluation in rerun.get_asset_check_evaluations())

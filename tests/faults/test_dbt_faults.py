@@ -164,11 +164,12 @@ class Stage:
         return build_shop_dbt_assets(self.project)
 
     def build(self, instance: dg.DagsterInstance, selection: list[str] | None = None) -> dg.ExecuteInProcessResult:
-        """The dbt assets of the copy and the mart contracts, materialized in process."""
+        """The dbt assets of the copy and the mart contracts, materialized in process for DAY's partition."""
         return dg.materialize(
             [self.dbt_assets, *mart_contract_checks],
             instance=instance,
             selection=[dg.AssetKey(name) for name in selection] if selection else None,
+            partition_key=DAY.isoformat(),
             raise_on_error=False,
             resources={
                 "dbt": dbt_resource(self.project),
@@ -473,7 +474,13 @@ def test_transformation_timeout_cancels_the_run_keeps_the_old_mart_and_the_next_
             with heavy:
                 location.start()
                 timed_out_id = location.launch(
-                    instance, "daily_revenue", {"dagster/max_runtime": str(MAX_RUNTIME_SECONDS)}
+                    instance,
+                    "daily_revenue",
+                    {
+                        "dagster/max_runtime": str(MAX_RUNTIME_SECONDS),
+                        ASSET_PARTITION_RANGE_START_TAG: DAY.isoformat(),
+                        ASSET_PARTITION_RANGE_END_TAG: DAY.isoformat(),
+                    },
                 )
                 timed_out = wait_for_run(instance, timed_out_id)
                 wait_until_exited(run_worker_pid(instance, timed_out_id))

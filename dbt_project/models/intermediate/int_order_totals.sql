@@ -1,7 +1,11 @@
 -- One row per order: order header + totals over its lines + the status flags the marts filter on.
 -- Orders without any line (possible when all lines were quarantined) get zero totals.
+-- Incremental: a run rebuilds the orders placed on its days (an order's lines share its order day).
+{{ config(replace_days='order_date') }}
+
 with orders as (
     select * from {{ ref('stg_orders') }}
+    where {{ in_run_days('order_date') }}
 ),
 
 line_totals as (
@@ -11,6 +15,7 @@ line_totals as (
         sum(quantity) as items_quantity,
         sum(line_total_cents) as order_total_cents
     from {{ ref('stg_order_items') }}
+    where {{ in_run_days('order_date') }}
     group by order_id
 ),
 

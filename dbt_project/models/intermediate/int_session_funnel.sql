@@ -1,7 +1,11 @@
 -- One row per web session with a flag per funnel step: has_<step> is true when the session has at least
 -- one event of that type (the data spec's definition for web_funnel; steps are not required to be in order).
+-- Incremental: a run rebuilds the sessions of its days (all events of a session fall on one UTC day).
+{{ config(replace_days='session_date') }}
+
 with events as (
     select * from {{ ref('stg_web_events') }}
+    where {{ in_run_days('event_date') }}
 ),
 
 sessions as (

@@ -1,18 +1,45 @@
 -- One row per customer (latest customers version); lifetime figures over net-status orders only.
+-- Incremental: a run recomputes the customers it touched: those with orders on its days (in
+-- int_customer_order_days, which keeps a zero row where a customer's orders went away) and those with a
+-- version on its days (in stg_customer_versions, which keeps a tombstone where a version went away); the
+-- post-hook deletes the row of a touched customer who has no version left.
+-- depends_on: {{ ref('stg_customer_versions') }}
+{{
+    config(
+        unique_key='customer_id',
+        post_hook="{% if is_incremental() %}delete from {{ this }} where customer_id in (select customer_id from {{ ref('stg_customer_versions') }} where {{ in_run_days('_partition_date') }}) and customer_id not in (select customer_id from {{ ref('stg_customers') }}){% endif %}",
+    )
+}}
+
 with customers as (
     select * from {{ ref('stg_customers') }}
 ),
 
+order_days as (
+    select * from {{ ref('int_customer_order_days') }}
+),
+
+{% if is_incremental() %}
+touched as (
+    select customer_id from order_days where {{ in_run_days('order_date') }}
+    union
+    select customer_id from {{ ref('stg_customer_versions') }} where {{ in_run_days('_partition_date') }}
+),
+{% endif %}
+
 net_orders as (
     select
         customer_id,
-        count(*) as orders_count,
-        sum(order_total_cents) as lifetime_revenue_cents,
-        min(ordered_at) as first_order_at,
-        max(ordered_at) as last_order_at
-    from {{ ref('int_order_totals') }}
-    where is_net
+        sum(net_orders_count) as orders_count,
+        sum(net_revenue_cents) as lifetime_revenue_cents,
+        min(first_net_order_at) as first_order_at,
+        max(last_net_order_at) as last_order_at
+    from order_days
+    {% if is_incremental() %}
+    where customer_id in (select customer_id from touched)
+    {% endif %}
     group by customer_id
+    having sum(net_orders_count) > 0
 )
 
 select
@@ -27,4 +54,7 @@ select
     {{ safe_average_cents('net_orders.lifetime_revenue_cents', 'net_orders.orders_count') }} as average_order_value
 from customers
 left join net_orders on net_orders.customer_id = customers.customer_id
+{% if is_incremental() %}
+where customers.customer_id in (select customer_id from touched)
+{% endif %}
 order by customers.customer_id

@@ -1,6 +1,10 @@
 -- One row per order_date (UTC date of ordered_at). Money is summed in integer cents and converted once.
+-- Incremental: a run rebuilds its days from all orders of those days in their latest status.
+{{ config(replace_days='order_date') }}
+
 with orders as (
     select * from {{ ref('int_order_totals') }}
+    where {{ in_run_days('order_date') }}
 ),
 
 daily as (

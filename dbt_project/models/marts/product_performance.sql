@@ -1,27 +1,44 @@
 -- One row per product (latest products version): sales over net-status orders, views/carts over all events.
+-- Incremental: a run recomputes the products it touched: those with activity on its days (in
+-- int_product_days, which keeps a zero row where a product's activity went away) and those with a version
+-- on its days (in stg_product_versions, which keeps a tombstone where a version went away); the post-hook
+-- deletes the row of a touched product that has no version left.
+-- depends_on: {{ ref('stg_product_versions') }}
+{{
+    config(
+        unique_key='product_id',
+        post_hook="{% if is_incremental() %}delete from {{ this }} where product_id in (select product_id from {{ ref('stg_product_versions') }} where {{ in_run_days('_partition_date') }}) and product_id not in (select product_id from {{ ref('stg_products') }}){% endif %}",
+    )
+}}
+
 with products as (
     select * from {{ ref('stg_products') }}
 ),
 
-net_sales as (
-    select
-        items.product_id,
-        sum(items.quantity) as units_sold,
-        sum(items.line_total_cents) as revenue_cents,
-        count(distinct items.order_id) as orders_count
-    from {{ ref('stg_order_items') }} as items
-    inner join {{ ref('int_order_totals') }} as orders on orders.order_id = items.order_id
-    where orders.is_net
-    group by items.product_id
+product_days as (
+    select * from {{ ref('int_product_days') }}
 ),
 
-engagement as (
+{% if is_incremental() %}
+touched as (
+    select product_id from product_days where {{ in_run_days('activity_date') }}
+    union
+    select product_id from {{ ref('stg_product_versions') }} where {{ in_run_days('_partition_date') }}
+),
+{% endif %}
+
+totals as (
     select
         product_id,
-        count(*) filter (where event_type = 'product_view') as product_views,
-        count(*) filter (where event_type = 'add_to_cart') as add_to_carts
-    from {{ ref('stg_web_events') }}
-    where product_id is not null
+        sum(units_sold) as units_sold,
+        sum(revenue_cents) as revenue_cents,
+        sum(orders_count) as orders_count,
+        sum(product_views) as product_views,
+        sum(add_to_carts) as add_to_carts
+    from product_days
+    {% if is_incremental() %}
+    where product_id in (select product_id from touched)
+    {% endif %}
     group by product_id
 )
 
@@ -30,16 +47,18 @@ select
     products.sku,
     products.product_name,
     products.category,
-    cast(coalesce(net_sales.units_sold, 0) as bigint) as units_sold,
-    {{ cents_to_currency('coalesce(net_sales.revenue_cents, 0)') }} as revenue,
-    cast(coalesce(net_sales.orders_count, 0) as bigint) as orders_count,
-    cast(coalesce(engagement.product_views, 0) as bigint) as product_views,
-    cast(coalesce(engagement.add_to_carts, 0) as bigint) as add_to_carts,
+    cast(coalesce(totals.units_sold, 0) as bigint) as units_sold,
+    {{ cents_to_currency('coalesce(totals.revenue_cents, 0)') }} as revenue,
+    cast(coalesce(totals.orders_count, 0) as bigint) as orders_count,
+    cast(coalesce(totals.product_views, 0) as bigint) as product_views,
+    cast(coalesce(totals.add_to_carts, 0) as bigint) as add_to_carts,
     case
-        when coalesce(engagement.product_views, 0) = 0 then null
-        else cast(engagement.add_to_carts as double) / engagement.product_views
+        when coalesce(totals.product_views, 0) = 0 then null
+        else cast(totals.add_to_carts as double) / totals.product_views
     end as view_to_cart_rate
 from products
-left join net_sales on net_sales.product_id = products.product_id
-left join engagement on engagement.product_id = products.product_id
+left join totals on totals.product_id = products.product_id
+{% if is_incremental() %}
+where products.product_id in (select product_id from touched)
+{% endif %}
 order by products.product_id

@@ -1,6 +1,10 @@
 -- One row per event_date (UTC date of occurred_at): distinct sessions overall and per funnel step.
+-- Incremental: a run rebuilds its days.
+{{ config(replace_days='event_date') }}
+
 with sessions as (
     select * from {{ ref('int_session_funnel') }}
+    where {{ in_run_days('session_date') }}
 ),
 
 daily as (

@@ -1,25 +1,16 @@
 -- Latest version of every customer (raw customers hold one version per customer and day).
--- Full history is kept by the customers_snapshot (SCD2) built on top of this model.
-with source as (
-    select * from {{ source('raw', 'customers') }}
-),
+-- Full history is kept by customers_snapshot (SCD2), built from the same versions.
+-- Incremental: a run recomputes the customers with a version (or a tombstone of one) on one of its days, from
+-- all their versions; one that has no version left is deleted (its row came from a rebuilt day).
+{{ config(unique_key='customer_id', replace_days='_partition_date') }}
 
-typed as (
-    select
-        cast(customer_id as bigint) as customer_id,
-        cast(email as varchar) as email,
-        cast(full_name as varchar) as full_name,
-        cast(country as varchar) as country,
-        cast(city as varchar) as city,
-        cast(loyalty_tier as varchar) as loyalty_tier,
-        cast(marketing_opt_in as boolean) as marketing_opt_in,
-        cast(signup_at as timestamp) as signup_at,
-        cast(updated_at as timestamp) as updated_at,
-        cast(_partition_date as date) as _partition_date,
-        cast(_batch_id as varchar) as _batch_id,
-        cast(_loaded_at as timestamp) as _loaded_at
-    from source
+with versions as (
+    select * from {{ ref('stg_customer_versions') }}
 )
 
-select * from typed
+select * from versions
+where updated_at is not null
+{% if is_incremental() %}
+    and customer_id in (select customer_id from versions where {{ in_run_days('_partition_date') }})
+{% endif %}
 {{ latest_per_key('customer_id') }}

@@ -1,6 +1,10 @@
--- One row per order line (latest version), with the line total in cents and currency units.
+-- One row per order line (latest version), with the line total in cents and currency units. Incremental: a run
+-- rebuilds the partitions of its days (an order's lines are in its order day's partition).
+{{ config(replace_days='_partition_date') }}
+
 with source as (
-    select * from {{ source('raw', 'order_items') }}
+    select * from {{ raw_source('order_items') }}
+    where {{ in_run_days('"date"') }}
 ),
 
 typed as (

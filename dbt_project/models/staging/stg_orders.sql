@@ -1,6 +1,10 @@
--- One row per order: the latest version (an order is re-extracted when its status changes).
+-- One row per order: the latest version (an order's partition, its order day, is re-extracted when its status
+-- changes). Incremental: a run rebuilds the partitions of its days, replacing them whole.
+{{ config(replace_days='_partition_date') }}
+
 with source as (
-    select * from {{ source('raw', 'orders') }}
+    select * from {{ raw_source('orders') }}
+    where {{ in_run_days('"date"') }}
 ),
 
 typed as (

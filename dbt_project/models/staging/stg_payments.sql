@@ -1,6 +1,10 @@
--- One row per payment (latest version), amount in cents and currency units.
+-- One row per payment (latest version), amount in cents and currency units. Incremental: a run rebuilds the
+-- partitions of its days (a payment's partition is the day it was made, which can be after its order's).
+{{ config(replace_days='_partition_date') }}
+
 with source as (
-    select * from {{ source('raw', 'payments') }}
+    select * from {{ raw_source('payments') }}
+    where {{ in_run_days('"date"') }}
 ),
 
 typed as (

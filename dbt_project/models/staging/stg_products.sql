@@ -1,24 +1,15 @@
 -- Latest version of every product (the nightly inventory sync writes all products every day).
-with source as (
-    select * from {{ source('raw', 'products') }}
-),
+-- Incremental: a run recomputes the products with a version (or a tombstone of one) on one of its days, from
+-- all their versions; one that has no version left is deleted (its row came from a rebuilt day).
+{{ config(unique_key='product_id', replace_days='_partition_date') }}
 
-typed as (
-    select
-        cast(product_id as bigint) as product_id,
-        cast(sku as varchar) as sku,
-        cast(product_name as varchar) as product_name,
-        cast(category as varchar) as category,
-        cast(unit_price_cents as bigint) as unit_price_cents,
-        {{ cents_to_currency('unit_price_cents') }} as unit_price,
-        cast(stock_quantity as bigint) as stock_quantity,
-        cast(is_active as boolean) as is_active,
-        cast(updated_at as timestamp) as updated_at,
-        cast(_partition_date as date) as _partition_date,
-        cast(_batch_id as varchar) as _batch_id,
-        cast(_loaded_at as timestamp) as _loaded_at
-    from source
+with versions as (
+    select * from {{ ref('stg_product_versions') }}
 )
 
-select * from typed
+select * from versions
+where updated_at is not null
+{% if is_incremental() %}
+    and product_id in (select product_id from versions where {{ in_run_days('_partition_date') }})
+{% endif %}
 {{ latest_per_key('product_id') }}

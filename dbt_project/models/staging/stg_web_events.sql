@@ -1,7 +1,10 @@
 -- One row per web event. Events are immutable (no updated_at): a duplicate (re-landed) event keeps the
--- latest loaded copy.
+-- latest loaded copy. Incremental: a run rebuilds the partitions of its days.
+{{ config(replace_days='_partition_date') }}
+
 with source as (
-    select * from {{ source('raw', 'web_events') }}
+    select * from {{ raw_source('web_events') }}
+    where {{ in_run_days('"date"') }}
 ),
 
 typed as (
