@@ -304,6 +304,10 @@ class Lake:
                 problems.append(f"{label} file {name} holds {rows} rows, manifest says {expected_rows}")
         return problems
 
+    def data_location(self, manifest: PartitionManifest) -> str:
+        """Where the partition's committed data is, for people reading its metadata."""
+        return str(self.root / manifest.data_file)
+
     def writer(self, contract: RawTableContract, day: date, run_id: str) -> PartitionWriter:
         return PartitionWriter(self, contract, day, run_id)
 
@@ -478,10 +482,7 @@ class PartitionWriter:
         that records merged in by change capture replace their older versions and nothing else changes."""
         carried = 0
         for kind in ("data", "quarantine"):
-            path = self._final[kind]
-            if not path.exists():
-                continue
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=50_000):
+            for batch in self._committed_batches(kind):
                 frame = pl.from_arrow(batch)
                 writer = self._writer(kind)
                 if ARRIVAL not in frame.columns:  # a version written before arrivals were recorded
@@ -497,6 +498,12 @@ class PartitionWriter:
                     for reason, count in frame.group_by(QUARANTINE_REASON).len().iter_rows():
                         self.reasons[reason] = self.reasons.get(reason, 0) + count
         return carried
+
+    def _committed_batches(self, kind: str) -> Iterator[pa.RecordBatch]:
+        """The committed version's rows of `kind` (the production profile reads them from DuckLake instead)."""
+        path = self._final[kind]
+        if path.exists():
+            yield from pq.ParquetFile(path).iter_batches(batch_size=50_000)
 
     def _drop_duplicates(self) -> dict[str, int]:
         """Resolve repeated primary keys in the closed temporary files; recount what they hold if any were."""
