@@ -50,10 +50,14 @@ def catalog_env(settings: DuckLakeSettings) -> dict[str, str]:
     }
 
 
-@pytest.fixture(name="ducklake")
-def ducklake_fixture(cluster: Cluster, tmp_path: Path) -> DuckLakeSettings:
-    """A new, empty DuckLake: its own catalog database, data files under the test's directory."""
+def new_ducklake(cluster: Cluster, directory: Path) -> DuckLakeSettings:
+    """A new, empty DuckLake: its own catalog database, data files under `directory`."""
     database = f"lake_{next(_databases)}"
     cluster.psql(f"create database {database}")
-    (tmp_path / "ducklake-data").mkdir()
-    return catalog_settings(cluster, database, tmp_path / "ducklake-data")
+    (directory / "ducklake-data").mkdir(parents=True)
+    return catalog_settings(cluster, database, directory / "ducklake-data")
+
+
+@pytest.fixture(name="ducklake")
+def ducklake_fixture(cluster: Cluster, tmp_path: Path) -> DuckLakeSettings:
+    return new_ducklake(cluster, tmp_path)
