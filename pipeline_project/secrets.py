@@ -17,6 +17,11 @@ SECRET_SETTINGS = (
     "ALERT_SLACK_WEBHOOK_URL",
     "ALERT_PAGERDUTY_ROUTING_KEY",
     "ALERT_SMTP_PASSWORD",
+    # The production profile (pipeline_project/lake/): the DuckLake catalog's and the instance's PostgreSQL
+    # passwords, the object-storage secret key.
+    "PIPELINE_DUCKLAKE_CATALOG_PASSWORD",
+    "DAGSTER_PG_PASSWORD",
+    "PIPELINE_S3_SECRET",
 )
 REDACTED = "***"
 # Shorter values would redact ordinary words; no real token, key or webhook URL is this short.
