@@ -66,6 +66,10 @@ _LEDGER_TABLES = {
 }
 
 
+# The DuckLake attached once per process and settings (`DuckLakeStore.connection`).
+_ATTACHED: dict[DuckLakeSettings, duckdb.DuckDBPyConnection] = {}
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -107,8 +111,13 @@ class DuckLakeStore(Lake):
     # --- the catalog -------------------------------------------------------------------------------------
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own (transactions are per connection) to the process's one attachment of the
+        DuckLake: attaching costs about a second, so a run's assets share it."""
         if self._connection is None:
-            self._connection = connect(self.settings)
+            attached = _ATTACHED.get(self.settings)
+            if attached is None:
+                attached = _ATTACHED[self.settings] = connect(self.settings)
+            self._connection = attached.cursor()
         return self._connection
 
     def close(self) -> None:
