@@ -4,10 +4,10 @@ processes from the deploy/ files; 14 days are backfilled as one run per day thro
 (`raw_ingestion` job), then one `transform` run builds the marts with dbt on the DuckLake and runs their checks.
 
 The queue starts two runs at a time (deploy/dagster.yaml); `make bench-production` first runs the same backfill
-one run at a time for the comparison. Asserted: every run succeeded; runs of the second backfill overlapped in time; the marts equal
-the demo world's ground truth; every partition is committed once, reconciled and verified, with exactly the
-source's records (nothing lost, nothing twice); the catalog's password appears in no log. The wall times are
-printed and written to test-artifacts/production-backfill.json."""
+one run at a time for the comparison. Asserted: every run succeeded; the backfill's runs overlapped in time;
+the marts equal the demo world's ground truth; every partition is committed once, reconciled and verified,
+with exactly the source's records (nothing lost, nothing twice); the catalog's password appears in no log.
+The wall times are printed and written to test-artifacts/production-backfill.json."""
 
 from __future__ import annotations
 
