@@ -68,6 +68,8 @@ _LEDGER_TABLES = {
 
 # The DuckLake attached once per process and settings (`DuckLakeStore.connection`).
 _ATTACHED: dict[DuckLakeSettings, duckdb.DuckDBPyConnection] = {}
+_EXISTING: set[tuple[DuckLakeSettings, str, str]] = set()
+_LEDGER_READY: set[DuckLakeSettings] = set()
 
 
 def _literal(text: str) -> str:
@@ -126,16 +128,24 @@ class DuckLakeStore(Lake):
             self._connection = None
 
     def _table_exists(self, schema: str, table: str) -> bool:
-        return bool(
+        """Whether the table exists (a table of the raw layer is never dropped, so a yes is remembered: asking
+        the catalog costs a round trip to PostgreSQL)."""
+        known = (self.settings, schema, table)
+        if known in _EXISTING:
+            return True
+        exists = bool(
             self.connection.execute(
                 "select count(*) from duckdb_tables() where database_name = 'lake' and schema_name = ? "
                 "and table_name = ?",
                 [schema, table],
             ).fetchone()[0]
         )
+        if exists:
+            _EXISTING.add(known)
+        return exists
 
     def ensure_ledger(self) -> None:
-        if self._ledger_ready:
+        if self._ledger_ready or self.settings in _LEDGER_READY:
             return
 
         def create(connection: duckdb.DuckDBPyConnection) -> None:
@@ -146,6 +156,7 @@ class DuckLakeStore(Lake):
 
         in_transaction(self.connection, create, "creating the raw layer's schemas")
         self._ledger_ready = True
+        _LEDGER_READY.add(self.settings)
 
     def ensure_table(self, schema: str, table: str, staged: Path) -> None:
         """Create `schema.table` with the staged file's columns, partitioned by day, if it does not exist yet."""
