@@ -35,6 +35,7 @@ PROFILES = ("embedded", "production")
 ALIAS = "lake"
 # How long a commit keeps retrying DuckLake transaction conflicts with other writers before it gives up.
 CONFLICT_RETRY_SECONDS = 120.0
+_ATTACH_ATTEMPTS = 5
 _T = TypeVar("_T")
 
 
@@ -126,7 +127,16 @@ def connect(settings: DuckLakeSettings, read_only: bool = False) -> duckdb.DuckD
         if read_only:
             options = [f"DATA_PATH {_literal(settings.data_path)}", "READ_ONLY"]
         path = _literal("ducklake:postgres:" + settings.catalog)
-        connection.execute(f"ATTACH {path} AS {ALIAS} ({', '.join(options)})")
+        for attempt in range(_ATTACH_ATTEMPTS):
+            try:
+                connection.execute(f"ATTACH {path} AS {ALIAS} ({', '.join(options)})")
+                break
+            except duckdb.Error as error:
+                # Processes attaching a new catalog at the same moment all try to create its tables; the
+                # losers find them created and attach on the next try.
+                if "Failed to initialize DuckLake" not in str(error) or attempt == _ATTACH_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         connection.execute(f"USE {ALIAS}")
     except BaseException:
         connection.close()

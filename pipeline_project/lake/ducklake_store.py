@@ -120,6 +120,7 @@ class DuckLakeStore(Lake):
             if attached is None:
                 attached = _ATTACHED[self.settings] = connect(self.settings)
             self._connection = attached.cursor()
+            self._connection.execute(f"USE {ALIAS}")
         return self._connection
 
     def close(self) -> None:
