@@ -40,15 +40,16 @@ RUNS_QUERY = """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) {
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
-def runs_of(stack: Stack, tags: list[dict]) -> list[dict]:
-    return stack.graphql(RUNS_QUERY, {"filter": {"tags": tags}})["runsOrError"]["results"]
+def runs_of(stack: Stack, selection: dict) -> list[dict]:
+    return stack.graphql(RUNS_QUERY, {"filter": selection})["runsOrError"]["results"]
 
 
-def wait_for(stack: Stack, tags: list[dict], count: int, timeout: float = BACKFILL_TIMEOUT) -> list[dict]:
+def wait_for(stack: Stack, selection: dict, count: int, timeout: float = BACKFILL_TIMEOUT) -> list[dict]:
+    """The runs `selection` (a RunsFilter) finds, once there are `count` of them and all have finished."""
     deadline = time.monotonic() + timeout
     while True:
         stack.check_alive()
-        runs = runs_of(stack, tags)
+        runs = runs_of(stack, selection)
         if len(runs) >= count and all(run["status"] in TERMINAL for run in runs):
             return runs
         if time.monotonic() > deadline:
@@ -74,7 +75,7 @@ def timed_backfill(stack: Stack, days: list[date], label: str) -> tuple[list[dic
     started = time.monotonic()
     for day in days:
         stack.launch("raw_ingestion", {"dagster/partition": day.isoformat(), "production-test/backfill": label})
-    runs = wait_for(stack, [{"key": "production-test/backfill", "value": label}], len(days))
+    runs = wait_for(stack, {"tags": [{"key": "production-test/backfill", "value": label}]}, len(days))
     return runs, time.monotonic() - started
 
 
@@ -98,8 +99,7 @@ def production(cluster, tmp_path_factory):
                 stack.restart_daemon(max_concurrent_runs=2)
             concurrent_runs, concurrent_seconds = timed_backfill(stack, DAYS, "concurrent")
             transform = stack.launch("transform")
-            (transform_run,) = wait_for(stack, [{"key": "dagster/job_name", "value": "transform"}], 1)
-            assert transform_run["runId"] == transform
+            (transform_run,) = wait_for(stack, {"runIds": [transform]}, 1)
         finally:
             stack.stop()
     data = Path(ducklake.data_path)
