@@ -18,12 +18,13 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help run dev serve-readonly stop test faults drills check bench alert-drill prometheus lint docs manifest clean install
+.PHONY: help run dev serve-readonly stop test test-production bench-production faults drills check bench alert-drill prometheus lint docs manifest clean install rollback-marts
 
 help:
 	@echo "make run     materialize the whole pipeline for the last $(DAYS) days (DAYS=n to change) and print a summary"
 	@echo "make dev     Dagster UI + daemon on http://127.0.0.1:3000 (DAGSTER_PORT) with the demo source on :8765 (SHOP_DEMO_PORT), supervised; make stop ends it"
-	@echo "make test    the whole test suite (what CI runs)"
+	@echo "make test    the whole test suite (what CI runs) but the drills and the production profile's"
+	@echo "make test-production   the production profile: throwaway PostgreSQL, DuckLake, webserver + daemon + code server, 14-day backfill"
 	@echo "make faults  the fault-injection tests alone (they are part of make test)"
 	@echo "make drills  every runbook followed step by step against a real make dev with its alert's fault injected"
 	@echo "make check   CI gate: materialize a sample, run every asset check, fail on any ERROR (JUnit XML in test-artifacts/)"
@@ -66,11 +67,27 @@ stop: $(INSTALLED)
 	@PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev --stop
 
 test: $(MANIFEST)
-	$(BIN)/python -m pytest --ignore=tests/drills
+	$(BIN)/python -m pytest --ignore=tests/drills --ignore=tests/production
 
 # The runbooks followed step by step against a real make dev with each alert kind's fault injected.
 drills: $(MANIFEST)
 	$(BIN)/python -m pytest tests/drills -p no:cacheprovider
+
+# The production profile (README "Deploy"): a throwaway PostgreSQL cluster from Debian's binaries on a free
+# loopback port, DuckLake, the deploy/ processes; no service on the machine is assumed.
+test-production: $(MANIFEST)
+	$(BIN)/python -m pytest tests/production
+
+# The same, with the 14-day backfill run first one run at a time: the speed-up of the second concurrent run
+# (test-artifacts/production-backfill.json).
+bench-production: $(MANIFEST)
+	PRODUCTION_MEASURE_SERIAL=1 $(BIN)/python -m pytest tests/production/test_stack.py -s
+
+# Data rollback of the production profile (runbook: README "Deploy"): restore the marts as of a time (the bad
+# run's start) or a DuckLake snapshot, with the deployment's PIPELINE_PROFILE and PIPELINE_DUCKLAKE_* settings.
+rollback-marts: $(INSTALLED)
+	@test -n "$(AS_OF)$(SNAPSHOT)" || { echo "usage: make rollback-marts AS_OF=<ISO time> | SNAPSHOT=<id>"; exit 2; }
+	$(BIN)/python -m pipeline_project.lake.rollback marts $(if $(SNAPSHOT),--to-snapshot $(SNAPSHOT),--as-of $(AS_OF))
 
 faults: $(MANIFEST)
 	$(BIN)/python -m pytest tests/faults

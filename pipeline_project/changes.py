@@ -60,12 +60,16 @@ def watermark_path(lake: Lake, table: str) -> Path:
 
 
 def read_watermark(lake: Lake, table: str) -> Watermark | None:
+    if hasattr(lake, "read_watermark"):  # the production profile keeps watermarks in its ledger (`lake`)
+        return lake.read_watermark(table)
     path = watermark_path(lake, table)
     return Watermark(**json.loads(path.read_text())) if path.exists() else None
 
 
 def advance_watermark(lake: Lake, table: str, moment: datetime, run_id: str) -> Watermark:
     """Move the table's watermark to `moment` (never backwards: a slower concurrent run cannot undo a faster one)."""
+    if hasattr(lake, "advance_watermark"):  # the production profile: one DuckLake transaction (`lake`)
+        return lake.advance_watermark(table, moment, run_id)
     path = watermark_path(lake, table)
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(

@@ -105,9 +105,7 @@ def build_shop_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
         elif plan is not None and set(context.assets_def.keys) <= set(context.selected_asset_keys):
             # Every model was built for every day the lake changed since the watermark: move it on.
             dbt_days.write_watermark(
-                warehouse.resolved_path,
-                dbt_days.Watermark(plan.lake, dbt_days.project_digest(project.manifest_path)),
-                warehouse.lock_wait_seconds,
+                warehouse, dbt_days.Watermark(plan.lake, dbt_days.project_digest(project.manifest_path))
             )
 
     return shop_dbt_assets
@@ -126,11 +124,10 @@ def _plan(
         window = dbt_days.window_days(start.date(), end.date() - timedelta(days=1))
     plan = dbt_days.plan_build(
         window=window,
-        lake_root=lake.lake().root,
-        warehouse_path=warehouse.resolved_path,
+        lake=lake.lake(),
+        warehouse=warehouse,
         digest=dbt_days.project_digest(project.manifest_path),
         full_refresh_requested=config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG) == "true",
-        lock_wait_seconds=warehouse.lock_wait_seconds,
     )
     if plan.full_refresh:
         context.log.info(f"dbt build: full refresh ({plan.reason})")

@@ -13,38 +13,34 @@ did not get to (its days stay pending until a build succeeds).
 
 "Took in" is an index kept in the warehouse itself (`meta.dbt_lake_index`), so it always describes the
 warehouse it sits in (a restored backup brings its own): when a build of every dbt model succeeds, the
-manifests it was planned from are recorded, each as the (mtime, inode, size) of its file. Every raw commit
-ends by moving a new manifest over `manifests/<table>/date=D.json` (`raw_store`), a new file, so a
-partition changed since then has a different signature, a partition being committed has a `.pending`
-manifest, and a removed one is missing. Finding the changed days reads only directory entries and their
-`stat` (a few microseconds each: ~5 ms for a year of six tables), never a manifest's contents, and does not
-depend on clocks (the lake may be written by another machine). A new build of the project (models or
-macros changed) or a warehouse without an index gets a full refresh instead.
+signatures of the partitions it was planned from are recorded (`partition_signatures` of the raw layer: in
+the embedded profile the (mtime, inode, size) of each manifest file, which every commit replaces, with
+`pending` for a commit under way; in the production profile a hash of each ledger row). A partition changed
+since then has a different signature and a removed one is missing. Neither depends on clocks (the lake may
+be written by another machine). A new build of the project (models or macros changed) or a warehouse
+without an index gets a full refresh instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
-from pipeline_project import warehouse
+from pipeline_project.raw_store import PENDING_SIGNATURE, Lake, LakeIndex
+
+if TYPE_CHECKING:
+    from pipeline_project.resources import WarehouseResource
 
 META_SCHEMA = "meta"
 INDEX_TABLE = f"{META_SCHEMA}.dbt_lake_index"
 BUILD_TABLE = f"{META_SCHEMA}.dbt_build"
-PENDING = "pending"
-_MANIFEST = re.compile(r"date=(\d{4}-\d{2}-\d{2})\.json(\.pending)?")
-
-# (table, day) -> signature of its manifest file, or PENDING while a commit is in progress
-LakeIndex = dict[tuple[str, date], str]
 
 
 @dataclass(frozen=True)
@@ -60,41 +56,19 @@ def window_days(start: date, end_inclusive: date) -> list[date]:
     return [start + timedelta(days=offset) for offset in range((end_inclusive - start).days + 1)]
 
 
-def list_lake(lake_root: Path) -> LakeIndex:
-    """The signature of every committed partition's manifest (PENDING where a commit is under way)."""
-    index: LakeIndex = {}
-    manifests = Path(lake_root) / "manifests"
-    if not manifests.is_dir():
-        return index
-    with os.scandir(manifests) as tables:
-        for table in tables:
-            if not table.is_dir(follow_symlinks=False):
-                continue
-            with os.scandir(table.path) as entries:
-                for entry in entries:
-                    match = _MANIFEST.fullmatch(entry.name)
-                    if match is None:
-                        continue
-                    key = (table.name, date.fromisoformat(match[1]))
-                    if match[2]:
-                        index[key] = PENDING
-                    elif index.get(key) != PENDING:
-                        info = entry.stat(follow_symlinks=False)
-                        index[key] = f"{info.st_mtime_ns}:{info.st_ino}:{info.st_size}"
-    return index
-
-
 def changed_days(taken_in: LakeIndex, now: LakeIndex) -> set[date]:
     """Days with a partition committed, being committed or removed since `taken_in` was listed."""
-    changed = {key[1] for key, signature in now.items() if signature == PENDING or taken_in.get(key) != signature}
+    changed = {
+        key[1] for key, signature in now.items() if signature == PENDING_SIGNATURE or taken_in.get(key) != signature
+    }
     return changed | {day for _, day in taken_in.keys() - now.keys()}
 
 
-def read_watermark(warehouse_path: Path, lock_wait_seconds: float) -> Watermark | None:
+def read_watermark(warehouse: WarehouseResource) -> Watermark | None:
     """The warehouse's watermark; None for a warehouse that has none (new, or built before there was one)."""
-    if not Path(warehouse_path).exists():
+    if not warehouse.exists():
         return None
-    with warehouse.connect(warehouse_path, read_only=True, lock_wait_seconds=lock_wait_seconds) as connection:
+    with warehouse.connect(read_only=True) as connection:
         try:
             (digest,) = connection.execute(f"select project_digest from {BUILD_TABLE}").fetchone()
             rows = connection.execute(f"select table_name, day, signature from {INDEX_TABLE}").fetchall()
@@ -103,8 +77,8 @@ def read_watermark(warehouse_path: Path, lock_wait_seconds: float) -> Watermark 
     return Watermark({(table, day): signature for table, day, signature in rows}, digest)
 
 
-def write_watermark(warehouse_path: Path, watermark: Watermark, lock_wait_seconds: float) -> None:
-    with warehouse.connect(warehouse_path, read_only=False, lock_wait_seconds=lock_wait_seconds) as connection:
+def write_watermark(warehouse: WarehouseResource, watermark: Watermark) -> None:
+    with warehouse.connect(read_only=False) as connection:
         connection.execute("begin")
         connection.execute(f"create schema if not exists {META_SCHEMA}")
         connection.execute(
@@ -152,22 +126,21 @@ class BuildPlan:
 def plan_build(
     *,
     window: list[date],
-    lake_root: Path,
-    warehouse_path: Path,
+    lake: Lake,
+    warehouse: WarehouseResource,
     digest: str,
     full_refresh_requested: bool,
-    lock_wait_seconds: float,
 ) -> BuildPlan:
     """Decide the build: a full refresh when asked, when the warehouse has no watermark, or when the project
     changed since the watermark was recorded; otherwise the window plus the days the lake changed since."""
-    lake = list_lake(lake_root)
+    index = lake.partition_signatures()
     if full_refresh_requested:
-        return BuildPlan(True, None, lake, "full refresh requested")
-    mark = read_watermark(warehouse_path, lock_wait_seconds)
+        return BuildPlan(True, None, index, "full refresh requested")
+    mark = read_watermark(warehouse)
     if mark is None:
-        return BuildPlan(True, None, lake, "the warehouse has no watermark yet")
+        return BuildPlan(True, None, index, "the warehouse has no watermark yet")
     if mark.project_digest != digest:
-        return BuildPlan(True, None, lake, "the dbt project changed since the last build")
-    changed = changed_days(mark.index, lake)
+        return BuildPlan(True, None, index, "the dbt project changed since the last build")
+    changed = changed_days(mark.index, index)
     days = tuple(sorted(set(window) | changed))
-    return BuildPlan(False, days, lake, f"{len(changed)} day(s) changed in the lake")
+    return BuildPlan(False, days, index, f"{len(changed)} day(s) changed in the lake")

@@ -10,10 +10,11 @@ from pipeline_project.alerting.sensors import monitoring_sensors
 from pipeline_project.checks import mart_contract_checks
 from pipeline_project.dbt_assets import shop_dbt_assets
 from pipeline_project.ingestion import ingestion_assets
-from pipeline_project.partitions import LOOKBACK_DAYS, lookback_window
-from pipeline_project.policies import apply_sla_policies
+from pipeline_project.partitions import LOOKBACK_DAYS, daily_partitions, lookback_window
+from pipeline_project.policies import INGESTION_GROUP, apply_sla_policies
 from pipeline_project.project import dbt_project
 from pipeline_project.resources import (
+    DuckLakeResource,
     LakeResource,
     LandingResource,
     ShopApiResource,
@@ -21,6 +22,20 @@ from pipeline_project.resources import (
     dbt_resource,
 )
 from pipeline_project.sensors import landing_file_sensor
+
+# The production profile's backfills (deploy/, tests/production/): one run per day of ingestion, as many at
+# once as the run queue allows, then one run of everything downstream.
+raw_ingestion_job = dg.define_asset_job(
+    "raw_ingestion",
+    selection=dg.AssetSelection.groups(INGESTION_GROUP),
+    partitions_def=daily_partitions,
+    description="The ingestion assets of the selected days only (a backfill of it runs one run per day).",
+)
+transform_job = dg.define_asset_job(
+    "transform",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(INGESTION_GROUP),
+    description="One dbt build of a range of days and the mart contracts over the raw layer as it is; no ingestion.",
+)
 
 shop_pipeline_job = dg.define_asset_job(
     "shop_pipeline",
@@ -79,11 +94,30 @@ def optional_settings(resource: type[dg.ConfigurableResource], **fields: str) ->
     }
 
 
+# The production profile (PIPELINE_PROFILE=production, `pipeline_project.lake`): the raw layer and the warehouse
+# on DuckLake. Unset, the embedded profile needs none of these settings; secrets stay EnvVars.
+PROFILE = os.environ.get("PIPELINE_PROFILE") or "embedded"
+ducklake = DuckLakeResource(
+    **optional_settings(
+        DuckLakeResource,
+        catalog="PIPELINE_DUCKLAKE_CATALOG",
+        data_path="PIPELINE_DUCKLAKE_DATA_PATH",
+        password="PIPELINE_DUCKLAKE_CATALOG_PASSWORD",
+        s3_endpoint="PIPELINE_S3_ENDPOINT",
+        s3_region="PIPELINE_S3_REGION",
+        s3_key_id="PIPELINE_S3_KEY_ID",
+        s3_secret="PIPELINE_S3_SECRET",
+        s3_url_style="PIPELINE_S3_URL_STYLE",
+        s3_use_ssl="PIPELINE_S3_USE_SSL",
+    )
+)
+profile_settings = {"profile": PROFILE, "ducklake": ducklake} if PROFILE != "embedded" else {}
+
 defs = apply_sla_policies(
     dg.Definitions(
         assets=[*ingestion_assets, shop_dbt_assets],
         asset_checks=mart_contract_checks,
-        jobs=[shop_pipeline_job, asset_checks_job],
+        jobs=[shop_pipeline_job, asset_checks_job, raw_ingestion_job, transform_job],
         schedules=[daily_schedule],
         sensors=[landing_file_sensor, *monitoring_sensors],
         executor=EXECUTORS[executor_name],
@@ -100,6 +134,7 @@ defs = apply_sla_policies(
             "lake": LakeResource(
                 root=dg.EnvVar("PIPELINE_LAKE_DIR"),
                 **optional_settings(LakeResource, max_clock_skew_minutes="PIPELINE_MAX_CLOCK_SKEW_MINUTES"),
+                **profile_settings,
             ),
             "warehouse": WarehouseResource(
                 path=dg.EnvVar("PIPELINE_WAREHOUSE_PATH"),
@@ -108,6 +143,7 @@ defs = apply_sla_policies(
                     if warehouse_wait_configured
                     else {}
                 ),
+                **profile_settings,
             ),
             "dbt": dbt_resource(dbt_project),
             "alerting": alerting_resource_from_env(),

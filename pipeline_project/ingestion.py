@@ -104,7 +104,7 @@ def partition_metadata(manifest: PartitionManifest, lake: Lake, committed: bool 
         "stage_seconds": dg.MetadataValue.json(manifest.stage_seconds),
     }
     if committed:
-        metadata["data_file"] = dg.MetadataValue.path(str(lake.root / manifest.data_file))
+        metadata["data_file"] = dg.MetadataValue.path(lake.data_location(manifest))
         metadata["data_sha256"] = manifest.data_sha256
     else:
         metadata["not_committed"] = dg.MetadataValue.md(

@@ -5,7 +5,7 @@ only their names ever appear in run config, logs or the UI."""
 from __future__ import annotations
 
 import sys
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +19,8 @@ from pydantic import Field, PrivateAttr
 
 from pipeline_project import warehouse
 from pipeline_project.circuit_breaker import CircuitBreaker
+from pipeline_project.lake.catalog import PROFILES, DuckLakeSettings
+from pipeline_project.lake.catalog import connect as connect_ducklake
 from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
 from pipeline_project.raw_store import Lake
 from pipeline_project.sources import CONTROL_MODES, DIMENSION_MODES, ShopApiClient, source_host
@@ -96,10 +98,39 @@ class LandingResource(dg.ConfigurableResource):
         return Path(self.directory).resolve()
 
 
+class DuckLakeResource(dg.ConfigurableResource):
+    """The DuckLake of the production profile (`pipeline_project.lake.catalog`): its PostgreSQL catalog, data
+    path and, for object storage, S3 settings. The password and the object-storage secret are EnvVars."""
+
+    catalog: str = Field(
+        default="", description="libpq connection string of the catalog, no password. PIPELINE_DUCKLAKE_CATALOG."
+    )
+    data_path: str = Field(
+        default="", description="Directory or s3:// prefix of the data files. PIPELINE_DUCKLAKE_DATA_PATH."
+    )
+    password: str = Field(
+        default="", description="The catalog's password (a secret). PIPELINE_DUCKLAKE_CATALOG_PASSWORD."
+    )
+    s3_endpoint: str = ""
+    s3_region: str = ""
+    s3_key_id: str = ""
+    s3_secret: str = Field(default="", description="Object-storage secret key (a secret). PIPELINE_S3_SECRET.")
+    s3_url_style: str = ""
+    s3_use_ssl: str = ""
+
+    def settings(self) -> DuckLakeSettings:
+        settings = DuckLakeSettings(**self.model_dump())
+        settings.export_password()  # dbt, started by this process, reaches the catalog with it too
+        return settings
+
+
 class LakeResource(dg.ConfigurableResource):
-    """The raw layer: Parquet partitions, quarantine and manifests."""
+    """The raw layer: Parquet partitions, quarantine and manifests (`embedded`), or tables of a DuckLake
+    (`production`, with `root` as the local scratch directory of staging); see `pipeline_project.lake`."""
 
     root: str
+    profile: str = Field(default="embedded", description="`embedded` or `production`. PIPELINE_PROFILE.")
+    ducklake: DuckLakeResource | None = None
     max_clock_skew_minutes: int = Field(
         default=10,
         ge=0,
@@ -111,6 +142,12 @@ class LakeResource(dg.ConfigurableResource):
         return datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=self.max_clock_skew_minutes)
 
     def lake(self) -> Lake:
+        if self.profile not in PROFILES:
+            raise ValueError(f"PIPELINE_PROFILE must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if self.profile == "production":
+            from pipeline_project.lake.ducklake_store import DuckLakeStore
+
+            return DuckLakeStore(self.root, (self.ducklake or DuckLakeResource()).settings())
         return Lake(self.root)
 
 
@@ -123,13 +160,27 @@ class WarehouseResource(dg.ConfigurableResource):
         default=warehouse.DEFAULT_LOCK_WAIT_SECONDS,
         description="How long to wait for another process's lock on the file before failing with its PID.",
     )
+    profile: str = Field(
+        default="embedded",
+        description="`embedded` (the DuckDB file at `path`) or `production` (the DuckLake). PIPELINE_PROFILE.",
+    )
+    ducklake: DuckLakeResource | None = None
 
     @property
     def resolved_path(self) -> Path:
         return Path(self.path).resolve()
 
     def read_only(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-        return warehouse.connect(self.resolved_path, read_only=True, lock_wait_seconds=self.lock_wait_seconds)
+        return self.connect(read_only=True)
+
+    def connect(self, read_only: bool) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        if self.profile == "production":  # DuckLake readers never wait for a writer
+            return closing(connect_ducklake((self.ducklake or DuckLakeResource()).settings(), read_only=read_only))
+        return warehouse.connect(self.resolved_path, read_only=read_only, lock_wait_seconds=self.lock_wait_seconds)
+
+    def exists(self) -> bool:
+        """Whether there is a warehouse to read (the DuckLake is created when it is first attached)."""
+        return self.profile == "production" or self.resolved_path.exists()
 
 
 class ShopDbtCliResource(DbtCliResource):

@@ -11,8 +11,15 @@ import logging
 import os
 import re
 
-# The secret settings that are not an alert channel's: the channels mark theirs in their module.
-SOURCE_SECRET_SETTINGS = ("SHOP_API_TOKEN",)
+# The secret settings that are not an alert channel's: the channels mark theirs in their module. The
+# production profile's (pipeline_project/lake/): the DuckLake catalog's and the instance's PostgreSQL
+# passwords, the object-storage secret key.
+SOURCE_SECRET_SETTINGS = (
+    "SHOP_API_TOKEN",
+    "PIPELINE_DUCKLAKE_CATALOG_PASSWORD",
+    "DAGSTER_PG_PASSWORD",
+    "PIPELINE_S3_SECRET",
+)
 REDACTED = "***"
 # Shorter values would redact ordinary words; no real token, key or webhook URL is this short.
 _MIN_SECRET_LENGTH = 6
@@ -47,9 +54,7 @@ def redact(text: str) -> str:
     return re.sub("|".join(re.escape(secret) for secret in secrets), REDACTED, text)
 
 
-_URL = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@\s]*@)?(?P<host>[^/\s?#'\"]*)(?P<rest>[^\s'\"]*)"
-)
+_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@\s]*@)?(?P<host>[^/\s?#'\"]*)(?P<rest>[^\s'\"]*)")
 
 
 def scrub_urls(text: str) -> str:

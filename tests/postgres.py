@@ -1,6 +1,8 @@
 """A throwaway PostgreSQL cluster for tests: Debian's server binaries, a fresh data directory in a temporary
 folder, a free port on 127.0.0.1 and a socket directory of its own, so no service on the machine is assumed or
-touched. `initdb` refuses to run as root, so as root the cluster runs as the `postgres` user."""
+touched. `initdb` refuses to run as root, so as root the cluster runs as the `postgres` user. With a `password`,
+connections over TCP must give it (scram-sha-256), as a production server would demand; `Cluster.psql` then
+passes it through PGPASSWORD, never on a command line."""
 
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ class Cluster:
     port: int
     user: str
     bin_dir: Path
+    password: str | None = None
+    data_dir: Path | None = None
 
     def dsn(self, database: str = "postgres") -> str:
         return f"host={self.host} port={self.port} user={self.user} dbname={database}"
@@ -57,12 +61,14 @@ class Cluster:
             text=True,
             check=True,
             timeout=60,
+            env={**os.environ, **({"PGPASSWORD": self.password} if self.password else {})},
         )
         return result.stdout.strip()
 
 
 @contextmanager
-def throwaway_cluster() -> Iterator[Cluster]:
+def throwaway_cluster(password: str | None = None, settings: tuple[str, ...] = ()) -> Iterator[Cluster]:
+    """A started cluster, stopped and deleted on exit; `settings` are extra `-c name=value` server options."""
     bin_dir = server_binaries()
     if bin_dir is None:
         raise RuntimeError(
@@ -77,12 +83,22 @@ def throwaway_cluster() -> Iterator[Cluster]:
         shutil.chown(root, "postgres")
         shutil.chown(sockets, "postgres")
     port = _free_port()
+    auth = ["-A", "trust"]
+    if password is not None:
+        password_file = root / "password"
+        password_file.write_text(password + "\n")
+        if as_root:
+            shutil.chown(password_file, "postgres")
+        # Local socket connections stay trusted (the test's own setup); TCP needs the password.
+        auth = ["--auth-local", "trust", "--auth-host", "scram-sha-256", f"--pwfile={password_file}"]
     subprocess.run(
-        [*run_as, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        [*run_as, str(bin_dir / "initdb"), "-D", str(data), *auth, "-U", "postgres"],
         check=True,
         capture_output=True,
         timeout=120,
     )
+    if password is not None:
+        password_file.unlink()
     subprocess.run(
         [
             *run_as,
@@ -93,7 +109,7 @@ def throwaway_cluster() -> Iterator[Cluster]:
             "-l",
             str(root / "server.log"),
             "-o",
-            f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1",
+            " ".join([f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", *(f"-c {s}" for s in settings)]),
             "start",
         ],
         check=True,
@@ -101,7 +117,7 @@ def throwaway_cluster() -> Iterator[Cluster]:
         timeout=120,
     )
     try:
-        yield Cluster("127.0.0.1", port, "postgres", bin_dir)
+        yield Cluster("127.0.0.1", port, "postgres", bin_dir, password, data)
     finally:
         subprocess.run(
             [*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],

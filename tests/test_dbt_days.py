@@ -12,6 +12,7 @@ import pytest
 from pipeline_project import dbt_days
 from pipeline_project.contracts import RAW_CONTRACTS
 from pipeline_project.raw_store import Lake
+from pipeline_project.resources import WarehouseResource
 from pipeline_project.sources import ExtractStats
 
 D1, D2, D3 = date(2026, 3, 14), date(2026, 3, 15), date(2026, 3, 16)
@@ -34,7 +35,8 @@ def commit(lake: Lake, day: date, run_id: str, rows: int = 2) -> None:
     )
     with lake.writer(ORDERS, day, run_id) as writer:
         writer.append(frame, pl.DataFrame())
-        writer.commit(ExtractStats(source_reported_count=rows, fetched_count=rows), {}, {})
+        manifest, _ = writer.stage(ExtractStats(source_reported_count=rows, fetched_count=rows), {}, {})
+        writer.commit(manifest)
 
 
 @pytest.fixture
@@ -45,40 +47,39 @@ def lake(tmp_path) -> Lake:
 def plan(lake: Lake, warehouse, window, digest="v1", full=False) -> dbt_days.BuildPlan:
     return dbt_days.plan_build(
         window=window,
-        lake_root=lake.root,
-        warehouse_path=warehouse,
+        lake=lake,
+        warehouse=warehouse,
         digest=digest,
         full_refresh_requested=full,
-        lock_wait_seconds=5,
     )
 
 
 def test_changed_days_are_the_partitions_committed_pending_or_removed_since_the_listing(lake):
     commit(lake, D1, "run-1")
     commit(lake, D2, "run-1")
-    listed = dbt_days.list_lake(lake.root)
+    listed = lake.partition_signatures()
     assert set(listed) == {("orders", D1), ("orders", D2)}
-    assert dbt_days.changed_days(listed, dbt_days.list_lake(lake.root)) == set()
+    assert dbt_days.changed_days(listed, lake.partition_signatures()) == set()
 
     commit(lake, D1, "run-2")  # a late change re-commits an older day
     commit(lake, D3, "run-2")  # a new day
-    assert dbt_days.changed_days(listed, dbt_days.list_lake(lake.root)) == {D1, D3}
+    assert dbt_days.changed_days(listed, lake.partition_signatures()) == {D1, D3}
 
     lake.pending_manifest_path("orders", D2).write_text("{}")  # a commit under way
-    assert dbt_days.changed_days(listed, dbt_days.list_lake(lake.root)) == {D1, D2, D3}
+    assert dbt_days.changed_days(listed, lake.partition_signatures()) == {D1, D2, D3}
     lake.pending_manifest_path("orders", D2).unlink()
 
     lake.manifest_path("orders", D2).unlink()  # a partition removed by hand
-    assert dbt_days.changed_days(listed, dbt_days.list_lake(lake.root)) == {D1, D2, D3}
+    assert dbt_days.changed_days(listed, lake.partition_signatures()) == {D1, D2, D3}
 
 
 def test_a_build_takes_in_its_window_and_what_changed_since_the_watermark_of_its_warehouse(lake, tmp_path):
-    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse = WarehouseResource(path=str(tmp_path / "warehouse.duckdb"), lock_wait_seconds=5)
     commit(lake, D1, "run-1")
     first = plan(lake, warehouse, [D1])
     assert (first.full_refresh, first.reason) == (True, "the warehouse has no watermark yet")
-    dbt_days.write_watermark(warehouse, dbt_days.Watermark(first.lake, "v1"), 5)
-    assert dbt_days.read_watermark(warehouse, 5) == dbt_days.Watermark(first.lake, "v1")
+    dbt_days.write_watermark(warehouse, dbt_days.Watermark(first.lake, "v1"))
+    assert dbt_days.read_watermark(warehouse) == dbt_days.Watermark(first.lake, "v1")
 
     assert plan(lake, warehouse, [D2]).days == (D2,)
     commit(lake, D2, "run-2")
@@ -88,7 +89,7 @@ def test_a_build_takes_in_its_window_and_what_changed_since_the_watermark_of_its
     assert second.env_value() == f"{D1},{D2}"
     # Until a build records a new watermark, the same days stay to be taken in (a failed build loses none).
     assert plan(lake, warehouse, [D3]).days == (D1, D2, D3)
-    dbt_days.write_watermark(warehouse, dbt_days.Watermark(second.lake, "v1"), 5)
+    dbt_days.write_watermark(warehouse, dbt_days.Watermark(second.lake, "v1"))
     assert plan(lake, warehouse, [D3]).days == (D3,)
 
     assert plan(lake, warehouse, [D3], digest="v2").full_refresh

@@ -194,7 +194,7 @@ def test_each_build_takes_in_its_day_and_the_days_that_changed(builds):
         f"dbt build of 3 day(s) (1 in the window, 3 day(s) changed in the lake): {FIRST}, {SECOND}, {LAST}"
     )
     with duckdb.connect(str(builds["incremental"]), read_only=True) as connection:
-        assert read_watermark(builds["incremental"], 5) is not None
+        assert read_watermark(WarehouseResource(path=str(builds["incremental"]))) is not None
         assert connection.execute("select count(*) from marts.daily_revenue").fetchone() == (len(DAYS),)
 
 

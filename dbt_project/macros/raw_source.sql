@@ -7,7 +7,8 @@
   time. The source's own read_parquet over `raw/<table>/*/*.parquet` would list every partition and, with
   union_by_name, read the footer of every file (0.15 s per table after a year). Otherwise (first build, full
   refresh, no days) it is the source itself. The partitions' location comes from the source's
-  external_location in _sources.yml.
+  external_location in _sources.yml. In the production profile the source is a DuckLake table, not files:
+  it is returned as it is, and the model's own filter on the day selects the partitions.
 #}
 {% macro raw_source(table) -%}
     {%- set relation = source('raw', table) -%}
@@ -16,6 +17,9 @@
         {{ return(relation) }}
     {%- endif -%}
     {%- set location = modules.re.search("read_parquet\\('([^']+)/\\*/\\*\\.parquet'", relation | string) -%}
+    {%- if location is none and (relation | string).startswith('(select *, _partition_date as "date" from lake.raw.') -%}
+        {{ return(relation) }}
+    {%- endif -%}
     {%- if location is none -%}
         {{ exceptions.raise_compiler_error("raw_source: cannot find the partitions' path in " ~ relation) }}
     {%- endif -%}

@@ -250,15 +250,16 @@ def _run_bare(days: int) -> dict:
 def build_bare(window: list[date], manifest_path: Path, target: Path, full_refresh: bool = False) -> None:
     """One `dbt build` planned exactly as the dbt asset plans its build (days, full refresh, watermark)."""
     from pipeline_project import dbt_days
+    from pipeline_project.raw_store import Lake
+    from pipeline_project.resources import WarehouseResource
 
-    warehouse_path = Path(os.environ["PIPELINE_WAREHOUSE_PATH"])
+    warehouse = WarehouseResource(path=os.environ["PIPELINE_WAREHOUSE_PATH"])
     plan = dbt_days.plan_build(
         window=window,
-        lake_root=Path(os.environ["PIPELINE_LAKE_DIR"]),
-        warehouse_path=warehouse_path,
+        lake=Lake(os.environ["PIPELINE_LAKE_DIR"]),
+        warehouse=warehouse,
         digest=dbt_days.project_digest(manifest_path),
         full_refresh_requested=full_refresh,
-        lock_wait_seconds=30,
     )
     # Reuse the parse of the project, as dagster-dbt does for its invocations (else dbt parses it all again).
     target.mkdir(parents=True, exist_ok=True)
@@ -285,7 +286,7 @@ def build_bare(window: list[date], manifest_path: Path, target: Path, full_refre
         env=env,
         check=True,
     )
-    dbt_days.write_watermark(warehouse_path, dbt_days.Watermark(plan.lake, dbt_days.project_digest(manifest_path)), 30)
+    dbt_days.write_watermark(warehouse, dbt_days.Watermark(plan.lake, dbt_days.project_digest(manifest_path)))
 
 
 def _prepare(state: Path) -> dict[str, str]:

@@ -1,0 +1,96 @@
+"""Shared by the production tests: loading days into a raw layer without Dagster, running dbt against the
+DuckLake, and comparing the marts with the demo world's ground truth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from pipeline_project.contracts import API_TABLES, LANDING_TABLES, RAW_CONTRACTS
+from pipeline_project.demo_source import ShopWorld, write_landing_files
+from pipeline_project.ingestion import load_api_partition, load_landing_partition
+from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
+from pipeline_project.raw_store import Lake
+from pipeline_project.sources import ShopApiClient
+
+REPO = Path(__file__).resolve().parents[2]
+MARTS = ("daily_revenue", "customer_lifetime_value", "product_performance", "web_funnel")
+
+
+def load_days(lake: Lake, url: str, token: str, world: ShopWorld, landing: Path, days: list[date], run_id: str) -> None:
+    with ShopApiClient(url, token, max_backoff_seconds=0.05) as client:
+        for day in days:
+            for table in API_TABLES:
+                assert load_api_partition(lake, client, RAW_CONTRACTS[table], day, run_id).committed, (table, day)
+            write_landing_files(landing, day, world)
+            for table in LANDING_TABLES:
+                load_landing_partition(lake, landing, RAW_CONTRACTS[table], day, run_id, DEFAULT_MAX_FILE_BYTES)
+
+
+def dbt_build(env: dict[str, str], project_dir: Path, target_dir: Path) -> subprocess.CompletedProcess:
+    """`dbt build` of `project_dir` in a process of its own, its artifacts and logs under `target_dir`."""
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"),
+            "build",
+            "--project-dir",
+            str(project_dir),
+            "--profiles-dir",
+            str(project_dir),
+            "--target-path",
+            str(target_dir / "target"),
+            "--log-path",
+            str(target_dir / "logs"),
+        ],
+        env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def mart_contents(connection: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
+    return {mart: connection.execute(f"select * from lake.marts.{mart} order by all").fetchall() for mart in MARTS}
+
+
+def assert_marts_equal_ground_truth(connection: duckdb.DuckDBPyConnection, world: ShopWorld, days: list[date]) -> None:
+    for day in days:
+        truth = world.ground_truth(day)
+        revenue = connection.execute(
+            "select orders_count, billable_orders_count, items_sold, gross_revenue * 100, "
+            "refunded_revenue * 100, net_revenue * 100, customers_count "
+            "from lake.marts.daily_revenue where order_date = ?",
+            [day],
+        ).fetchone()
+        assert revenue == (
+            truth["orders_count"],
+            truth["billable_orders_count"],
+            truth["items_sold"],
+            truth["gross_revenue_cents"],
+            truth["refunded_revenue_cents"],
+            truth["net_revenue_cents"],
+            truth["customers_count"],
+        ), day
+        funnel = connection.execute(
+            "select sessions, product_view_sessions, add_to_cart_sessions, checkout_sessions, "
+            "purchase_sessions from lake.marts.web_funnel where event_date = ?",
+            [day],
+        ).fetchone()
+        assert funnel == (
+            truth["sessions"],
+            truth["product_view_sessions"],
+            truth["add_to_cart_sessions"],
+            truth["checkout_sessions"],
+            truth["purchase_sessions"],
+        ), day
+    (lifetime_total,) = connection.execute(
+        "select sum(lifetime_revenue) * 100 from lake.marts.customer_lifetime_value"
+    ).fetchone()
+    (product_total,) = connection.execute("select sum(revenue) * 100 from lake.marts.product_performance").fetchone()
+    net_total = sum(world.ground_truth(day)["net_revenue_cents"] for day in days)
+    assert lifetime_total == product_total == net_total
