@@ -21,6 +21,10 @@ from pipeline_project.resources import (
     dbt_resource,
 )
 from pipeline_project.sensors import landing_file_sensor
+from pipeline_project.settings import resolve_environment
+
+# The code location applies its own defaults, so plain `dagster dev` behaves like `make dev` (`settings`).
+resolve_environment(instance_home=False)
 
 shop_pipeline_job = dg.define_asset_job(
     "shop_pipeline",

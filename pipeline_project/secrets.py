@@ -47,9 +47,7 @@ def redact(text: str) -> str:
     return re.sub("|".join(re.escape(secret) for secret in secrets), REDACTED, text)
 
 
-_URL = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@\s]*@)?(?P<host>[^/\s?#'\"]*)(?P<rest>[^\s'\"]*)"
-)
+_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@\s]*@)?(?P<host>[^/\s?#'\"]*)(?P<rest>[^\s'\"]*)")
 
 
 def scrub_urls(text: str) -> str:

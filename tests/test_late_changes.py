@@ -137,9 +137,7 @@ def test_late_changes_did_change_days_loaded_weeks_earlier(sixty_days):
     for day in rewritten:
         manifest = lake.read_manifest("orders", day)
         assert manifest.changes_merged > 0 and manifest.reconciled
-    materialized = {
-        event.partition for event in sixty_days["runs"][-1].asset_materializations_for_node("raw_orders")
-    }
+    materialized = {event.partition for event in sixty_days["runs"][-1].asset_materializations_for_node("raw_orders")}
     assert {day.isoformat() for day in rewritten} <= materialized, "each rewritten partition is reported"
 
 

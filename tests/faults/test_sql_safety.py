@@ -33,8 +33,14 @@ SQL_METHODS = {"execute", "executemany", "executescript", "sql", "query"}
 IDENTIFIER_HELPERS = {"mart_table", "quote_identifier"}
 # (file, function) -> why the SQL there is not built from values. Each entry must still match its code.
 SQL_IS_THE_INPUT = {
-    ("ops/oncall/warehouse.py", "show_query"): "an operator's own query, typed on the command line (read-only warehouse)",
-    ("ops/oncall/warehouse.py", "dbt_failing_rows"): "dbt's compiled SQL of a test, read from the run's run_results.json",
+    (
+        "ops/oncall/warehouse.py",
+        "show_query",
+    ): "an operator's own query, typed on the command line (read-only warehouse)",
+    (
+        "ops/oncall/warehouse.py",
+        "dbt_failing_rows",
+    ): "dbt's compiled SQL of a test, read from the run's run_results.json",
 }
 PAYLOADS = ["x'); drop table incidents; --", 'a"; delete from alerts; --', "2026-03-14' or '1'='1"]
 
