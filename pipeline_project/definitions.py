@@ -22,6 +22,10 @@ from pipeline_project.resources import (
     dbt_resource,
 )
 from pipeline_project.sensors import landing_file_sensor
+from pipeline_project.settings import resolve_environment
+
+# The code location applies its own defaults, so plain `dagster dev` behaves like `make dev` (`settings`).
+resolve_environment(instance_home=False)
 
 # The production profile's backfills (deploy/, tests/production/): one run per day of ingestion, as many at
 # once as the run queue allows, then one run of everything downstream.

@@ -15,9 +15,9 @@ from pipeline_project import policies
 from pipeline_project.alerting.channels import channel_names, channel_settings, registered_channels
 from pipeline_project.alerting.resource import AlertingResource, alerting_resource_from_env
 from pipeline_project.local import channel_docs
-from pipeline_project.local.environment import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
 from pipeline_project.policies import AlertRoute, apply_sla_policies, check_alert_routes
 from pipeline_project.secrets import SECRET_SETTINGS
+from pipeline_project.settings import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
 
 KNOWN = "Known channels: webhook, slack, pagerduty, email, log"
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 from pipeline_project.local.alert_drill import run_drill
 from pipeline_project.local.alert_drill_location import FEEDS
-from pipeline_project.local.environment import REPO_ROOT
+from pipeline_project.settings import REPO_ROOT
 
 
 def test_an_outage_alerts_once_per_incident_and_recovers_once_through_a_flapping_channel(tmp_path):

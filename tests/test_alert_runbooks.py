@@ -26,9 +26,9 @@ from pipeline_project.alerting.alert import (
     rerun_command,
 )
 from pipeline_project.alerting.signals import SlaLookup, run_failure_signal, run_subject, subjects_resolved_by
-from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.ops.oncall.cli import build_parser
 from pipeline_project.ops.oncall.shell import EXPORTED, INCIDENT_VARIABLES
+from pipeline_project.settings import REPO_ROOT
 
 # The sections of the template in runbooks/README.md, in order.
 TEMPLATE_SECTIONS = (

@@ -1,12 +1,18 @@
 """The code location loads, has the whole graph, and does not shell out to dbt while loading."""
 
+import functools
+import inspect
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster_dbt import DbtCliResource
+from dotenv import dotenv_values
 
 from pipeline_project.definitions import defs
+from pipeline_project.resources import ShopDbtCliResource
+from pipeline_project.settings import REPO_ROOT
 
 RAW_TABLES = ["customers", "products", "orders", "order_items", "payments", "web_events"]
 MARTS = ["daily_revenue", "customer_lifetime_value", "product_performance", "web_funnel"]
@@ -102,3 +108,45 @@ def test_optional_settings_reach_their_resources_and_default_when_empty(tmp_path
 
     assert resolved(LANDING_MAX_FILE_BYTES="", PIPELINE_WAREHOUSE_LOCK_WAIT_SECONDS="") == ["536870912", "30"]
     assert resolved(LANDING_MAX_FILE_BYTES="1024", PIPELINE_WAREHOUSE_LOCK_WAIT_SECONDS="5") == ["1024", "5"]
+
+
+READ_RESOLVED_RESOURCES = """
+import os
+import dagster as dg
+from pipeline_project.definitions import defs
+resources = {name: defs.resources[name] for name in ("lake", "landing", "warehouse", "alerting")}
+with dg.build_resources(resources) as built:
+    print(built.lake.lake().root)
+    print(built.landing.directory)
+    print(built.warehouse.resolved_path)
+print(os.environ["ALERT_DIR"])
+"""
+
+
+def test_plain_dagster_dev_with_env_example_resolves_every_path_under_the_state_directory(tmp_path):
+    """`dagster dev` without make, with `.env.example`'s (empty) values and another working directory: the
+    code location applies the same defaults `make dev` does instead of paths relative to where it started."""
+    example = {name: value or "" for name, value in dotenv_values(REPO_ROOT / ".env.example").items()}
+    assert example["PIPELINE_LAKE_DIR"] == "" and "ALERT_WEBHOOK_URL" in example
+    example = {name: value for name, value in example.items() if not name.startswith("ALERT_")}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **example, "PIPELINE_STATE_DIR": str(tmp_path / "state")}
+    completed = subprocess.run(
+        [sys.executable, "-c", READ_RESOLVED_RESOURCES], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    state = tmp_path / "state"
+    assert completed.stdout.split() == [
+        str(state / "lake"),
+        str(state / "landing"),
+        str(state / "warehouse.duckdb"),
+        str(state / "alerts"),
+    ]
+
+
+def test_the_private_dagster_dbt_hooks_the_dbt_resource_overrides_still_exist():
+    """`ShopDbtCliResource` replaces two private members of `DbtCliResource`; a dagster-dbt upgrade that
+    renames them would silently bring back their cost, so their disappearance fails here."""
+    assert isinstance(inspect.getattr_static(DbtCliResource, "_cli_version"), functools.cached_property)
+    adapter_hook = inspect.getattr_static(DbtCliResource, "_initialize_dbt_core_adapter")
+    assert list(inspect.signature(adapter_hook).parameters) == ["self", "args"]
+    assert ShopDbtCliResource._initialize_dbt_core_adapter is not adapter_hook

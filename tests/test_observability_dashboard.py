@@ -15,8 +15,8 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.observability.exporter import ExporterSettings, build_registry
+from pipeline_project.settings import REPO_ROOT
 
 OBSERVABILITY = REPO_ROOT / "pipeline_project" / "observability"
 DASHBOARD = json.loads((OBSERVABILITY / "grafana" / "pipeline_health.json").read_text())

@@ -25,11 +25,11 @@ from pipeline_project.alerting.outbox import Outbox
 from pipeline_project.alerting.signals import delivery_failing_signal
 from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
 from pipeline_project.ingestion import build_api_ingestion_asset
-from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.observability.exporter import ExporterSettings, SettingError, build_registry
 from pipeline_project.observability.process import ExporterProcess
 from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, ShopApiResource
+from pipeline_project.settings import REPO_ROOT
 
 from conftest import DAYS, TEST_SCALE, TOKEN
 

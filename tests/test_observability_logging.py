@@ -17,9 +17,9 @@ import yaml
 
 from pipeline_project.demo_source import Faults
 from pipeline_project.ingestion import build_api_ingestion_asset
-from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.observability.logging import JsonFormatter, JsonLinesHandler, configure_logging
 from pipeline_project.resources import LakeResource, ShopApiResource
+from pipeline_project.settings import REPO_ROOT
 
 from conftest import DAYS, TOKEN
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from pipeline_project.local.environment import REPO_ROOT
+from pipeline_project.settings import REPO_ROOT
 
 RULES_DIR = REPO_ROOT / "pipeline_project" / "observability" / "prometheus"
 PROMTOOL = shutil.which("promtool")

@@ -35,10 +35,10 @@ from pipeline_project.alerting.outbox import Outbox, Signal
 from pipeline_project.alerting.signals import delivery_failing_signal
 from pipeline_project.demo_source import Faults
 from pipeline_project.ingestion import build_api_ingestion_asset
-from pipeline_project.local.environment import DEMO_SOURCE_PORT, DEMO_TOKEN, REPO_ROOT
 from pipeline_project.local.oncall import export_source_settings, main
 from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, ShopApiResource
+from pipeline_project.settings import DEMO_SOURCE_PORT, DEMO_TOKEN, REPO_ROOT
 
 from conftest import DAYS, TOKEN
 from receivers import free_port

@@ -38,7 +38,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline_project.local.alert_drill_location import FEEDS, feeds
-from pipeline_project.local.environment import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
+from pipeline_project.settings import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
 
 HOST = "127.0.0.1"
 ALERT_WAIT_SECONDS = 300

@@ -39,7 +39,7 @@ import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from pipeline_project.local.environment import REPO_ROOT
+from pipeline_project.settings import REPO_ROOT
 
 END_DATE = date(2026, 3, 21)
 RESULTS = REPO_ROOT / "bench" / "results.json"

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.etree import ElementTree
 
-from pipeline_project.local.environment import REPO_ROOT
+from pipeline_project.settings import REPO_ROOT
 
 DEFAULT_JUNIT = REPO_ROOT / "test-artifacts" / "asset-checks.xml"
 KEY_METADATA_PREFIXES = ("fail/", "dagster_dbt/failed_row_count", "partitions_failing", "rows_checked")

@@ -9,7 +9,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from pipeline_project.local.environment import DEMO_TOKEN
+from pipeline_project.settings import DEMO_TOKEN
 
 
 class DemoSourceProcess:

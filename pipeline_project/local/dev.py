@@ -40,18 +40,10 @@ import yaml
 
 from pipeline_project.local.demo_process import DemoSourceProcess, describe_exit
 from pipeline_project.local.dev_runtime import DevRuntime, process_alive, runtime_path
-from pipeline_project.local.environment import (
-    REPO_ROOT,
-    dagster_host,
-    dagster_port,
-    demo_source_port,
-    demo_source_wanted,
-    ensure_dbt_manifest,
-    prepare_environment,
-    served_webserver_url,
-)
+from pipeline_project.local.environment import demo_source_wanted, ensure_dbt_manifest, prepare_environment
 from pipeline_project.observability.logging import configure_logging
 from pipeline_project.observability.process import ExporterProcess
+from pipeline_project.settings import REPO_ROOT, dagster_host, dagster_port, demo_source_port, served_webserver_url
 
 STOP_TIMEOUT_SECONDS = 30
 WATCH_INTERVAL_SECONDS = 1.0

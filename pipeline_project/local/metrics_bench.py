@@ -44,9 +44,9 @@ from dagster._core.definitions.freshness import FreshnessState, FreshnessStateCh
 from pipeline_project.alerting.alert import Action, Alert, AlertKind, Severity
 from pipeline_project.alerting.delivery import DeliveryReport, write_heartbeat
 from pipeline_project.alerting.outbox import Outbox, Signal
-from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.observability.process import ExporterProcess
 from pipeline_project.raw_store import PartitionManifest
+from pipeline_project.settings import REPO_ROOT
 
 RESULTS = REPO_ROOT / "bench" / "metrics_scrape.json"
 END = date(2026, 3, 21)

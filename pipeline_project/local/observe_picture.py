@@ -36,9 +36,9 @@ import duckdb
 import httpx
 
 from pipeline_project.local.alert_drill import run_drill
-from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.observability.process import ExporterProcess
 from pipeline_project.observability.prometheus_server import PrometheusServer
+from pipeline_project.settings import REPO_ROOT
 
 OUT = REPO_ROOT / "docs" / "observability-health.png"
 DAY = date(2026, 3, 14)

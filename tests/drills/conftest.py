@@ -9,7 +9,7 @@ import pytest
 from drill_stack import Stack
 from runbook_procedure import children_cpu_seconds
 
-from pipeline_project.local.environment import REPO_ROOT
+from pipeline_project.settings import REPO_ROOT
 
 from receivers import WebhookReceiver
 

@@ -29,9 +29,9 @@ from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializa
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
 from pipeline_project.local.dev_runtime import DevRuntime
-from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.ops.wait import wait_until
 from pipeline_project.ops.webserver import Webserver
+from pipeline_project.settings import REPO_ROOT
 
 from receivers import Received, WebhookReceiver, free_port
 

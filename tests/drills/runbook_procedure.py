@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline_project.local.environment import REPO_ROOT
+from pipeline_project.settings import REPO_ROOT
 
 STEPS = ("setup", "check", "mitigate", "rerun", "verify")
 BLOCK = re.compile(r"^```bash oncall (?P<step>[a-z]+)\n(?P<code>.*?)^```$", re.M | re.S)

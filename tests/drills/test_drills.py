@@ -22,9 +22,9 @@ from runbook_procedure import Procedure, run_procedure
 
 from pipeline_project.alerting.alert import DIAGNOSE, RERUN, RUNBOOKS, VERIFY, AlertKind
 from pipeline_project.local.dev_runtime import DevRuntime
-from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.ops.wait import wait_until
 from pipeline_project.raw_store import Lake
+from pipeline_project.settings import REPO_ROOT
 
 from conftest import record
 

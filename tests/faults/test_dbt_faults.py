@@ -55,10 +55,10 @@ from pipeline_project.dbt_assets import build_shop_dbt_assets
 from pipeline_project.definitions import defs
 from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, raw_asset_key
-from pipeline_project.local.environment import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
 from pipeline_project.policies import WAREHOUSE_POOL
 from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, WarehouseResource, dbt_resource
+from pipeline_project.settings import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
 
 from conftest import DAYS, TEST_SCALE, TOKEN
 from receivers import free_port

@@ -9,7 +9,7 @@ each. Derived from it, and from nothing else:
 - the `AlertingResource` fields and `alerting_resource_from_env` (`alerting/resource.py`): one field per
   setting, each read through `dg.EnvVar`;
 - the secret settings redacted from every text (`pipeline_project.secrets.secret_settings`);
-- the settings `make run` and `make dev` default to empty (`local/environment.py`);
+- the settings the code location defaults to empty (`pipeline_project/settings.py`);
 - the check that every route in `policies.ALERT_ROUTES` names a known channel, when the code location loads;
 - the README's channel table and `.env.example`'s alert channel block (`make docs` writes them, and
   `tests/test_alert_channel_registry.py` fails when they are stale).

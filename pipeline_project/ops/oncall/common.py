@@ -15,14 +15,9 @@ from typing import TYPE_CHECKING
 
 from pipeline_project.alerting.alert import parse_partitions
 from pipeline_project.local.dev_runtime import DevRuntime
-from pipeline_project.local.environment import (
-    DEMO_SOURCE_HOST,
-    DEMO_TOKEN,
-    demo_source_port,
-    demo_source_wanted,
-    resolve_environment,
-)
+from pipeline_project.local.environment import demo_source_wanted
 from pipeline_project.secrets import redact
+from pipeline_project.settings import DEMO_SOURCE_HOST, DEMO_TOKEN, demo_source_port, resolve_environment
 
 if TYPE_CHECKING:
     import dagster as dg

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline_project.local.environment import REPO_ROOT, prepare_environment
+from pipeline_project.local.environment import prepare_environment
 from pipeline_project.ops.oncall.common import (
     HEARTBEAT_FILE,
     TOKEN_VARIABLE,
@@ -20,6 +20,7 @@ from pipeline_project.ops.oncall.common import (
     say,
     source_url,
 )
+from pipeline_project.settings import REPO_ROOT
 
 PATHS = (
     "PIPELINE_STATE_DIR",

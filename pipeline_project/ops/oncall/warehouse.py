@@ -15,8 +15,8 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline_project.local.environment import REPO_ROOT
 from pipeline_project.ops.oncall.common import OncallError, clip, print_table, say
+from pipeline_project.settings import REPO_ROOT
 from pipeline_project.warehouse import WarehouseLockedError, connect
 
 # Short: the command is interactive, and the error names the process holding the warehouse.
