@@ -57,6 +57,12 @@ def quote_identifier(name: str) -> str:
     return f'"{name}"'
 
 
+def quote_literal(text: str) -> str:
+    """A SQL string literal of `text` (quotes doubled), for the statements that take no bound parameters
+    (ATTACH, INSTALL, CREATE SECRET, read_parquet of a path)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
 def mart_table(mart: str) -> str:
     """`"marts"."<mart>"` for a mart a contract declares; anything else raises UnknownTableError."""
     if mart not in MART_CONTRACTS:

@@ -30,6 +30,7 @@ from typing import TypeVar
 import duckdb
 
 from pipeline_project.lake.extensions import ensure_installed
+from pipeline_project.warehouse import quote_literal
 
 PROFILES = ("embedded", "production")
 ALIAS = "lake"
@@ -98,9 +99,6 @@ def profile_from_env() -> str:
     return profile
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
 
 def connect(settings: DuckLakeSettings, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the DuckLake attached as `lake` (and made the default database)."""
@@ -118,15 +116,15 @@ def connect(settings: DuckLakeSettings, read_only: bool = False) -> duckdb.DuckD
                 "ENDPOINT": settings.s3_endpoint,
                 "URL_STYLE": settings.s3_url_style,
             }
-            fields = [f"{name} {_literal(value)}" for name, value in options.items() if value]
+            fields = [f"{name} {quote_literal(value)}" for name, value in options.items() if value]
             if settings.s3_use_ssl:
                 fields.append(f"USE_SSL {'true' if settings.s3_use_ssl.lower() in ('1', 'true', 'yes') else 'false'}")
             secret = "".join(", " + field for field in fields)
             connection.execute(f"CREATE TEMPORARY SECRET pipeline_object_storage (TYPE s3{secret})")
-        options = [f"DATA_PATH {_literal(settings.data_path)}", "DATA_INLINING_ROW_LIMIT 0"]
+        options = [f"DATA_PATH {quote_literal(settings.data_path)}", "DATA_INLINING_ROW_LIMIT 0"]
         if read_only:
-            options = [f"DATA_PATH {_literal(settings.data_path)}", "READ_ONLY"]
-        path = _literal("ducklake:postgres:" + settings.catalog)
+            options = [f"DATA_PATH {quote_literal(settings.data_path)}", "READ_ONLY"]
+        path = quote_literal("ducklake:postgres:" + settings.catalog)
         for attempt in range(_ATTACH_ATTEMPTS):
             try:
                 connection.execute(f"ATTACH {path} AS {ALIAS} ({', '.join(options)})")

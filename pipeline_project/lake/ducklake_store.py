@@ -57,7 +57,7 @@ from pipeline_project.raw_store import (
     PartitionWriter,
 )
 from pipeline_project.reconcile import Verdict
-from pipeline_project.warehouse import quote_identifier
+from pipeline_project.warehouse import quote_identifier, quote_literal
 
 RAW, QUARANTINE, LEDGER = "raw", "quarantine", "ledger"
 _LEDGER_TABLES = {
@@ -73,13 +73,10 @@ _EXISTING: set[tuple[DuckLakeSettings, str, str]] = set()
 _LEDGER_READY: set[DuckLakeSettings] = set()
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
 
 def _staged_file(path: Path) -> str:
     """A staged file as a relation. Not hive-partitioned: its folder's `date=` would become a column."""
-    return f"read_parquet({_literal(str(path))}, hive_partitioning = false)"
+    return f"read_parquet({quote_literal(str(path))}, hive_partitioning = false)"
 
 
 def _relation(schema: str, table: str) -> str:
@@ -93,7 +90,7 @@ def digest(connection: duckdb.DuckDBPyConnection, source: str, where: str = "", 
     columns = sorted(
         name for (name,) in connection.execute(f"select column_name from (describe select * from {source})").fetchall()
     )
-    row = ", ".join(f'"{name}"' for name in columns)
+    row = ", ".join(quote_identifier(name) for name in columns)
     count, total = connection.execute(
         f"select count(*), coalesce(sum(hash(row({row}))::hugeint), 0)::varchar from {source} {where}", params or []
     ).fetchone()

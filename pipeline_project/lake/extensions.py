@@ -18,6 +18,8 @@ from pathlib import Path
 
 import duckdb
 
+from pipeline_project.warehouse import quote_literal
+
 # Python package of the wheel -> the name DuckDB installs and loads the extension by.
 WHEELS = {
     "duckdb_extension_ducklake": "ducklake",
@@ -60,7 +62,7 @@ def ensure_installed(connection: duckdb.DuckDBPyConnection) -> None:
         with tempfile.TemporaryDirectory(prefix="duckdb-ext-") as scratch:
             named = Path(scratch) / f"{name}.duckdb_extension"
             shutil.copyfile(source, named)
-            connection.execute(f"INSTALL '{named}'")
+            connection.execute(f"INSTALL {quote_literal(str(named))}")
     _installed.add(directory)
 
 

@@ -3,9 +3,10 @@
 - A table name outside the allowlist never reaches SQL (`orders; drop table x` is rejected by name), and
   a mart check of an undeclared table fails with a clear error instead of reading it.
 - A static scan of pipeline_project: every SQL string handed to `execute`/`executemany`/`executescript`/
-  `sql`/`query` is a literal (or a module constant holding one); the only interpolation allowed is the
-  quoted-identifier helpers of `pipeline_project.warehouse`. Places where the SQL itself is the input
-  (an operator's query, dbt's compiled test) are listed with the reason.
+  `sql`/`query` is written in the code: literals, constants and local names bound only to them, and the
+  results of the quoting helpers (`warehouse.quote_identifier`, `quote_literal`, `mart_table`), however
+  combined. Places where the SQL itself is the input (an operator's query, dbt's compiled test) or is built
+  in a way the scan cannot follow are listed with the reason.
 - Injection payloads given as values (alert subjects, error text, partitions) are stored verbatim by the
   alert outbox and change nothing else.
 """
@@ -30,9 +31,19 @@ from pipeline_project.warehouse import UnknownTableError, mart_table, quote_iden
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline_project"
 SQL_METHODS = {"execute", "executemany", "executescript", "sql", "query"}
-IDENTIFIER_HELPERS = {"mart_table", "quote_identifier"}
+# Functions whose result is quoted SQL whatever their arguments: the identifier and literal quoting of
+# `pipeline_project.warehouse`, the DuckLake store's relations built only from them, and int().
+QUOTING_HELPERS = {"mart_table", "quote_identifier", "quote_literal", "_relation", "_staged_file", "int"}
 # (file, function) -> why the SQL there is not built from values. Each entry must still match its code.
 SQL_IS_THE_INPUT = {
+    (
+        "lake/catalog.py",
+        "connect",
+    ): "the secret's option names are the keys of a dict literal; every value is quote_literal",
+    (
+        "lake/ducklake_store.py",
+        "digest",
+    ): "callers pass a _relation or _staged_file and a fixed clause with ? placeholders",
     (
         "ops/oncall/warehouse.py",
         "show_query",
@@ -85,60 +96,115 @@ def _parse_files(paths: list[Path]) -> dict[Path, ast.Module]:
     return dict(zip(paths, pickle.loads(parsed.stdout), strict=True))
 
 
-def _string_constants(tree: ast.Module) -> set[str]:
-    return {
-        target.id
-        for node in tree.body
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-        for target in node.targets
-        if isinstance(target, ast.Name)
-    }
-
-
-def _is_identifier_helper(node: ast.expr) -> bool:
+def _is_helper_call(node: ast.expr) -> bool:
     if not isinstance(node, ast.Call):
         return False
     function = node.func
     name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", None)
-    return name in IDENTIFIER_HELPERS
+    return name in QUOTING_HELPERS
 
 
-def _is_safe_sql(node: ast.expr, constants: set[str]) -> bool:
+def _is_safe_sql(node: ast.expr | None, safe: set[str]) -> bool:
+    """Whether `node` can only produce SQL written in the code: literals, names bound to such SQL (`safe`),
+    quoting helpers' results, and f-strings, concatenations, joins, conditionals and collections of those."""
     if isinstance(node, ast.Constant):
         return isinstance(node.value, str)
     if isinstance(node, ast.Name):
-        return node.id in constants
+        return node.id in safe
     if isinstance(node, ast.JoinedStr):
         return all(
-            isinstance(part, ast.Constant)
-            or _is_identifier_helper(part.value)  # a FormattedValue otherwise
-            or (isinstance(part.value, ast.Name) and part.value.id in constants)
+            isinstance(part, ast.Constant) or _is_safe_sql(part.value, safe)  # a FormattedValue otherwise
             for part in node.values
         )
+    if _is_helper_call(node):
+        return True
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "join":
+        return _is_safe_sql(node.func.value, safe) and all(_is_safe_sql(arg, safe) for arg in node.args)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _is_safe_sql(node.left, safe) and _is_safe_sql(node.right, safe)
+    if isinstance(node, ast.IfExp):
+        return _is_safe_sql(node.body, safe) and _is_safe_sql(node.orelse, safe)
+    if isinstance(node, ast.Subscript):
+        return _is_safe_sql(node.value, safe)
+    if isinstance(node, ast.List | ast.Tuple):
+        return all(_is_safe_sql(element, safe) for element in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(_is_safe_sql(part, safe) for part in (*node.keys, *node.values))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("items", "values"):
+        return _is_safe_sql(node.func.value, safe)
+    if isinstance(node, ast.ListComp | ast.GeneratorExp):
+        return _is_safe_sql(node.elt, safe)  # the loop variables are not in `safe`
+    if isinstance(node, ast.DictComp):
+        return _is_safe_sql(node.value, safe)
     return False
 
 
-def _sql_calls(node: ast.AST, function: str = "<module>"):
-    """(innermost enclosing function, call, SQL argument) for every call of a SQL method."""
+def _safe_names(body: list[ast.stmt], safe: set[str]) -> set[str]:
+    """`safe` plus every name a statement of `body` (not nested functions) binds only to safe SQL."""
+    assigned: dict[str, list[ast.expr]] = {}
+    for statement in body:
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        assigned.setdefault(target.id, []).append(node.value)
+            elif isinstance(node, ast.For):  # a loop over safe SQL binds its variables to safe SQL
+                for target in ast.walk(node.target):
+                    if isinstance(target, ast.Name):
+                        assigned.setdefault(target.id, []).append(node.iter)
+    safe = set(safe)
+    while True:
+        more = {name for name, values in assigned.items() if all(_is_safe_sql(value, safe) for value in values)}
+        if more <= safe:
+            return safe
+        safe |= more
+
+
+def _module_constants(trees: dict[Path, ast.Module]) -> dict[str, set[str]]:
+    """Per module (dotted name), its module-level names bound only to safe SQL, imported ones included."""
+    modules = {
+        "pipeline_project." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts): tree
+        for path, tree in trees.items()
+    }
+    constants: dict[str, set[str]] = dict.fromkeys(modules, set())
+    for _ in range(3):  # constants imported from modules that import constants
+        for module, tree in modules.items():
+            imported = {
+                alias.asname or alias.name
+                for node in tree.body
+                if isinstance(node, ast.ImportFrom) and node.module in constants
+                for alias in node.names
+                if alias.name in constants[node.module]
+            }
+            own = [node for node in tree.body if isinstance(node, ast.Assign)]
+            constants[module] = _safe_names(own, imported)
+    return constants
+
+
+def _sql_calls(node: ast.AST, safe: set[str], function: str = "<module>"):
+    """(innermost enclosing function, call, SQL argument, the names safe there) for every call of a SQL
+    method; a nested function sees the safe names of the functions around it."""
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-            yield from _sql_calls(child, child.name)
+            yield from _sql_calls(child, _safe_names(child.body, safe), child.name)
             continue
         if isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute) and child.func.attr in SQL_METHODS:
             sql = child.args[0] if child.args else next((k.value for k in child.keywords if k.arg == "query"), None)
             if sql is not None:
-                yield function, child, sql
-        yield from _sql_calls(child, function)
+                yield function, child, sql, safe
+        yield from _sql_calls(child, safe, function)
 
 
 def test_no_sql_is_built_from_values():
     unsafe, exempt_used, scanned = [], set(), 0
-    for path, tree in _parse_files(sorted(PACKAGE.rglob("*.py"))).items():
+    trees = _parse_files(sorted(PACKAGE.rglob("*.py")))
+    constants = _module_constants(trees)
+    for path, tree in trees.items():
         relative = path.relative_to(PACKAGE).as_posix()
-        constants = _string_constants(tree)
-        for function, call, sql in _sql_calls(tree):
+        module = "pipeline_project." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        for function, call, sql, safe in _sql_calls(tree, constants[module]):
             scanned += 1
-            if _is_safe_sql(sql, constants):
+            if _is_safe_sql(sql, safe):
                 continue
             if (relative, function) in SQL_IS_THE_INPUT:
                 exempt_used.add((relative, function))
@@ -150,30 +216,53 @@ def test_no_sql_is_built_from_values():
         assert not (PACKAGE / relative).exists(), f"stale exemption: {relative} {function}() no longer builds SQL"
 
 
+def _scan(source: str) -> list[bool]:
+    tree = ast.parse(source)
+    constants = _safe_names([node for node in tree.body if isinstance(node, ast.Assign)], set())
+    return [_is_safe_sql(sql, safe) for _, _, sql, safe in _sql_calls(tree, constants)]
+
+
 def test_the_scan_flags_interpolated_values():
     flagged = """
-def load(connection, key, table):
+def load(connection, key, table, columns):
     connection.execute(f"delete from t where k = '{key}'")
     connection.sql("select * from " + table)
     connection.execute("select * from t where k = '%s'" % key)
     connection.execute("select * from {}".format(table))
     connection.execute(f"select * from {mart_table(table)} where k = '{key}'")
     connection.execute(f"select * from t where {SCHEMA} and k = '{key}'")
+    relation = table
+    connection.execute(f"select * from {relation}")
+    listed = ", ".join(f'"{name}"' for name in columns)
+    connection.execute(f"select {listed} from t")
+    connection.execute(f"select * from {quote_identifier(table) if key else table}")
+    def nested(connection):
+        connection.execute(f"select * from {relation}")
+    for name, kind in {"a": key}.items():
+        connection.execute(f"create table {name} ({kind})")
 """
     safe = """
 SCHEMA = "create table t (k text)"
 PENDING = "done_at is null"
-def load(connection, key, mart):
+TABLE = f"{SCHEMA}_copy"
+COLUMNS = {"a": "k text", "b": "v text"}
+def load(connection, key, mart, columns, paths):
     connection.executescript(SCHEMA)
     connection.execute("select * from t where k = ?", [key])
     connection.sql(f"select * from {mart_table(mart)}")
     connection.execute(f"select * from t where {PENDING}")
+    relation = quote_identifier(mart)
+    staged = {kind: quote_literal(path) for kind, path in paths.items()}
+    listed = ", ".join(quote_identifier(name) for name in columns)
+    connection.execute(f"select {listed} from {relation} join read_parquet({staged['data']}) using (k)")
+    connection.execute(f"select * from {TABLE if key else relation} at (version => {int(key)})")
+    def nested(connection):
+        connection.execute(f"delete from {relation} where k = ?", [key])
+    for table, columns in COLUMNS.items():
+        connection.execute(f"create table {quote_identifier(table)} ({columns})")
 """
-    assert [
-        _is_safe_sql(sql, _string_constants(ast.parse(flagged))) for _, _, sql in _sql_calls(ast.parse(flagged))
-    ] == [False] * 6
-    tree = ast.parse(safe)
-    assert [_is_safe_sql(sql, _string_constants(tree)) for _, _, sql in _sql_calls(tree)] == [True] * 4
+    assert _scan(flagged) == [False] * 11
+    assert _scan(safe) == [True] * 8
 
 
 def _alert(payload: str) -> Alert:
