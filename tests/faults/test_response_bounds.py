@@ -22,12 +22,13 @@ from pipeline_project.contracts import RAW_CONTRACTS
 from pipeline_project.ingestion import load_api_partition
 from pipeline_project.raw_store import Lake
 from pipeline_project.secrets import scrub_urls
-from pipeline_project.sources import ExtractStats, ShopApiClient, SourceError, day_filter
+from pipeline_project.sources import ERROR_DETAIL_CHARS, ExtractStats, ShopApiClient, SourceError, day_filter
 
 from conftest import TOKEN
 
 DAY = date(2026, 3, 14)
 ORDERS = RAW_CONTRACTS["orders"]
+SECRET_TOKEN = "tok-7Qz9-secret-value-4242"
 
 
 class RawServer:
@@ -209,3 +210,23 @@ def test_urls_in_library_log_lines_lose_userinfo_and_query():
     url = f"http://user:{TOKEN}@127.0.0.1:8765/v1/orders?date=2026-03-14&token={TOKEN}"
     line = f'HTTP Request: GET {url} "HTTP/1.1 200"'
     assert scrub_urls(line) == 'HTTP Request: GET http://127.0.0.1:8765/… "HTTP/1.1 200"'
+
+
+@pytest.mark.parametrize("cut_at", [1, 5, len(SECRET_TOKEN) - 1])
+def test_an_error_body_echoing_the_token_across_the_cut_leaks_no_part_of_it(raw_server, cut_at):
+    """The token is redacted before the error text is cut to ERROR_DETAIL_CHARS, so a token straddling the
+    cut leaves no prefix behind (cut first, the prefix would no longer match the token and stay readable)."""
+    body = ("x" * (ERROR_DETAIL_CHARS - cut_at) + SECRET_TOKEN + " was not accepted").encode()
+
+    def respond(connection: socket.socket) -> None:
+        connection.sendall(
+            f"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+
+    server = raw_server(respond)
+    with ShopApiClient(server.url, SECRET_TOKEN, max_attempts=1) as api, pytest.raises(SourceError) as failed:
+        first_page(api)
+    message = str(failed.value)
+    assert "answered HTTP 401: x" in message and "*" in message
+    assert not [n for n in range(4, len(SECRET_TOKEN) + 1) if SECRET_TOKEN[:n] in message], message
