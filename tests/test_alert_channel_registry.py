@@ -90,7 +90,7 @@ def test_the_resource_has_a_field_per_channel_setting_read_through_env_var():
     assert set(OPTIONAL_ALERT_SETTINGS) >= {setting.env for setting in channel_settings()}
 
 
-# (c) The README's channel table and .env.example's channel block are the registry's; the route tables name
+# (c) The channel table of docs/operations.md and .env.example's channel block are the registry's; the route tables name
 # the channels of ALERT_ROUTES.
 
 
@@ -101,7 +101,7 @@ def test_the_generated_channel_docs_match_the_registry(block):
 
 
 def test_the_runbook_index_routes_name_the_channels_of_alert_routes():
-    """runbooks/README.md lists each route's channels by hand, like the README (tests/test_readme.py)."""
+    """runbooks/README.md lists each route's channels by hand, like docs/operations.md (tests/test_readme.py)."""
     index = (REPO_ROOT / "runbooks" / "README.md").read_text()
     rows = [
         [cell.strip() for cell in line.strip("|").split("|")] for line in index.splitlines() if line.startswith("|")
