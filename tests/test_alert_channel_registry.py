@@ -150,9 +150,9 @@ channels.CHANNEL_MODULES = (*channels.CHANNEL_MODULES, "sms_channel")  # the one
 
 import dagster as dg
 
-from pipeline_project import policies, secrets
+from pipeline_project import policies, secrets, settings
 from pipeline_project.alerting.resource import AlertingResource, alerting_resource_from_env
-from pipeline_project.local import channel_docs, environment
+from pipeline_project.local import channel_docs
 
 seen = {"fields": [field for field in AlertingResource.model_fields if field.startswith("sms_")]}
 resource = alerting_resource_from_env()
@@ -163,7 +163,7 @@ with dg.build_resources({"alerting": resource}) as resources:
     seen["number"] = built["sms"].number
 seen["secret"] = "ALERT_SMS_API_KEY" in secrets.SECRET_SETTINGS
 seen["redacted"] = secrets.redact("the gateway said: bad key sms-secret-key-0000")
-seen["local_defaults"] = [name for name in environment.OPTIONAL_ALERT_SETTINGS if "SMS" in name]
+seen["local_defaults"] = [name for name in settings.OPTIONAL_ALERT_SETTINGS if "SMS" in name]
 routes = dict(policies.ALERT_ROUTES)
 routes["data-platform-oncall"] = policies.AlertRoute(page=("sms", "log"), notify=("log",))
 policies.check_alert_routes(routes)
