@@ -32,7 +32,7 @@ help:
 	@echo "make bench   benchmarks at 1x and 10x scale -> bench/results.json, alert latency -> bench/alert_drill.json"
 	@echo "make alert-drill   a two-minute outage rehearsal with the real daemon: watch alerts and recoveries arrive"
 	@echo "make prometheus    a local Prometheus on http://127.0.0.1:9090 scraping make dev's metrics, with the alert rules"
-	@echo "make docs    regenerate the alert channel table (README.md) and settings (.env.example) from the channel modules"
+	@echo "make docs    regenerate the alert channel table (docs/operations.md) and settings (.env.example) from the channel modules"
 	@echo "make clean   remove all local state (.state/) and the dbt build artifacts"
 
 install: $(INSTALLED)
@@ -73,7 +73,7 @@ test: $(MANIFEST)
 drills: $(MANIFEST)
 	$(BIN)/python -m pytest tests/drills -p no:cacheprovider
 
-# The production profile (README "Deploy"): a throwaway PostgreSQL cluster from Debian's binaries on a free
+# The production profile (docs/deploy.md): a throwaway PostgreSQL cluster from Debian's binaries on a free
 # loopback port, DuckLake, the deploy/ processes; no service on the machine is assumed.
 test-production: $(MANIFEST)
 	$(BIN)/python -m pytest tests/production
@@ -83,7 +83,7 @@ test-production: $(MANIFEST)
 bench-production: $(MANIFEST)
 	PRODUCTION_MEASURE_SERIAL=1 $(BIN)/python -m pytest tests/production/test_stack.py -s
 
-# Data rollback of the production profile (runbook: README "Deploy"): restore the marts as of a time (the bad
+# Data rollback of the production profile (runbook: docs/deploy.md, "Rolling back"): restore the marts as of a time (the bad
 # run's start) or a DuckLake snapshot, with the deployment's PIPELINE_PROFILE and PIPELINE_DUCKLAKE_* settings.
 rollback-marts: $(INSTALLED)
 	@test -n "$(AS_OF)$(SNAPSHOT)" || { echo "usage: make rollback-marts AS_OF=<ISO time> | SNAPSHOT=<id>"; exit 2; }
@@ -111,7 +111,7 @@ prometheus: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check pipeline_project tests
 
-# The alert channel table in README.md and the channel block of .env.example, from the channel registry.
+# The alert channel table in docs/operations.md and the channel block of .env.example, from the channel registry.
 docs: $(INSTALLED)
 	$(BIN)/python -m pipeline_project.local.channel_docs
 

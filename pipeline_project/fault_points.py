@@ -3,7 +3,7 @@
 A test sets `PIPELINE_FAULT_POINT=<name>` in the environment of a child process running the pipeline; when
 that process reaches the point of that name it SIGKILLs itself, with no cleanup, no `finally` and no
 `atexit`, as the kernel's OOM killer or a power cut would. The tests then prove that the previous good
-state is still readable and that a rerun completes (DESIGN.md invariant 3).
+state is still readable and that a rerun completes (docs/reliability.md, "Crashes").
 
 With the variable unset or empty, `reached` costs one environment lookup and does nothing. A name that is
 not a known point fails at the first point reached, naming the setting, so a misspelt test cannot pass by

@@ -90,7 +90,7 @@ def test_the_resource_has_a_field_per_channel_setting_read_through_env_var():
     assert set(OPTIONAL_ALERT_SETTINGS) >= {setting.env for setting in channel_settings()}
 
 
-# (c) The README's channel table and .env.example's channel block are the registry's; the route tables name
+# (c) The channel table of docs/operations.md and .env.example's channel block are the registry's; the route tables name
 # the channels of ALERT_ROUTES.
 
 
@@ -101,7 +101,7 @@ def test_the_generated_channel_docs_match_the_registry(block):
 
 
 def test_the_runbook_index_routes_name_the_channels_of_alert_routes():
-    """runbooks/README.md lists each route's channels by hand, like the README (tests/test_readme.py)."""
+    """runbooks/README.md lists each route's channels by hand, like docs/operations.md (tests/test_readme.py)."""
     index = (REPO_ROOT / "runbooks" / "README.md").read_text()
     rows = [
         [cell.strip() for cell in line.strip("|").split("|")] for line in index.splitlines() if line.startswith("|")
@@ -150,9 +150,9 @@ channels.CHANNEL_MODULES = (*channels.CHANNEL_MODULES, "sms_channel")  # the one
 
 import dagster as dg
 
-from pipeline_project import policies, secrets
+from pipeline_project import policies, secrets, settings
 from pipeline_project.alerting.resource import AlertingResource, alerting_resource_from_env
-from pipeline_project.local import channel_docs, environment
+from pipeline_project.local import channel_docs
 
 seen = {"fields": [field for field in AlertingResource.model_fields if field.startswith("sms_")]}
 resource = alerting_resource_from_env()
@@ -163,7 +163,7 @@ with dg.build_resources({"alerting": resource}) as resources:
     seen["number"] = built["sms"].number
 seen["secret"] = "ALERT_SMS_API_KEY" in secrets.SECRET_SETTINGS
 seen["redacted"] = secrets.redact("the gateway said: bad key sms-secret-key-0000")
-seen["local_defaults"] = [name for name in environment.OPTIONAL_ALERT_SETTINGS if "SMS" in name]
+seen["local_defaults"] = [name for name in settings.OPTIONAL_ALERT_SETTINGS if "SMS" in name]
 routes = dict(policies.ALERT_ROUTES)
 routes["data-platform-oncall"] = policies.AlertRoute(page=("sms", "log"), notify=("log",))
 policies.check_alert_routes(routes)

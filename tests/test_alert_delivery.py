@@ -270,7 +270,7 @@ def test_a_sender_killed_between_send_and_mark_is_followed_by_a_resend_with_the_
     elif channel == "pagerduty":
         incident = row(outbox, key, channel)["incident_key"]
         assert first.json()["dedup_key"] == second_copy.json()["dedup_key"] == incident
-    else:  # Slack has no idempotency key: the copy shows twice (the README says so)
+    else:  # Slack has no idempotency key: the copy shows twice (docs/reliability.md says so)
         assert "Idempotency-Key" not in first.headers and "dedup_key" not in first.json()
     assert row(outbox, key, channel)["delivered_at"] is not None
 

@@ -83,7 +83,7 @@ def test_recording_rules_used_by_the_dashboard_exist_and_the_dashboard_is_provis
 
 
 def test_the_prometheus_console_is_the_dashboards_health_view(exported):
-    """The README's picture is this console: its graphs are dashboard queries, its figures name only
+    """The picture in docs/observability.md is this console: its graphs are dashboard queries, its figures name only
     exported or recorded series (and Prometheus' own ALERTS)."""
     console = (OBSERVABILITY / "prometheus" / "consoles" / "pipeline.html").read_text()
     dashboard_exprs = {target["expr"] for panel in PANELS for target in panel["targets"]}

@@ -43,7 +43,7 @@ from pipeline_project.settings import REPO_ROOT
 
 END_DATE = date(2026, 3, 21)
 RESULTS = REPO_ROOT / "bench" / "results.json"
-README = REPO_ROOT / "README.md"
+PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"
 TABLE_START, TABLE_END = "<!-- bench:start -->", "<!-- bench:end -->"
 HISTORIES = {"empty": 0, "history_90d": 90, "history_365d": 365}
 FIXED_COST_SCALE = 0.001
@@ -455,11 +455,11 @@ def main() -> int:
     _say(f"wrote {RESULTS.relative_to(REPO_ROOT)}")
     _say(json.dumps(report["ratios"], indent=2))
     if set(parts) == {"history", "fixed_cost", "memory"}:
-        readme = README.read_text()
-        before, rest = readme.split(TABLE_START, 1)
+        document = PERFORMANCE_DOC.read_text()
+        before, rest = document.split(TABLE_START, 1)
         after = rest.split(TABLE_END, 1)[1]
-        README.write_text(f"{before}{TABLE_START}\n{format_table(report)}\n{TABLE_END}{after}")
-        _say("updated the table in README.md")
+        PERFORMANCE_DOC.write_text(f"{before}{TABLE_START}\n{format_table(report)}\n{TABLE_END}{after}")
+        _say(f"updated the table in {PERFORMANCE_DOC.relative_to(REPO_ROOT)}")
     return 0
 
 
@@ -545,7 +545,7 @@ def ratios(report: dict) -> dict:
 
 
 def format_table(report: dict) -> str:
-    """The README's summary of a full benchmark report: the budget, then the split per stage."""
+    """The summary of a full benchmark report in docs/performance.md: the budget, then the split per stage."""
     r = report["ratios"]
     history = report["one_day_after_history"]["fastest"]
     fixed = report["fixed_cost"]["fastest"]

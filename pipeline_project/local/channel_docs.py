@@ -1,5 +1,6 @@
 """The docs of the alert channels, generated from their registry (`pipeline_project/alerting/channels/`): the
-README's channel table and `.env.example`'s channel settings, each between BEGIN and END marker lines.
+channel table of `docs/operations.md` and `.env.example`'s channel settings, each between BEGIN and END marker
+lines.
 
 `make docs` (`python -m pipeline_project.local.channel_docs`) rewrites both blocks; `--check` changes
 nothing and exits 1 naming the missing and stale lines. `tests/test_alert_channel_registry.py` runs that
@@ -20,17 +21,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "pipeline_project/alerting/channels/"
 
 
-def readme_table(specs: tuple[ChannelSpec, ...]) -> list[str]:
+def channel_table(specs: tuple[ChannelSpec, ...]) -> list[str]:
     rows = ["| Channel | Settings (required ones in bold) | What it sends |", "|---|---|---|"]
     for spec in specs:
-        settings = ", ".join(_readme_setting(setting) for setting in spec.settings)
+        settings = ", ".join(_table_setting(setting) for setting in spec.settings)
         if spec.always_on:
             settings = f"{settings}; always on" if settings else "none: always on"
         rows.append(f"| {spec.name} | {settings} | {spec.sends} |")
     return rows
 
 
-def _readme_setting(setting: Setting) -> str:
+def _table_setting(setting: Setting) -> str:
     name = f"**`{setting.env}`**" if setting.required else f"`{setting.env}`"
     return f"{name} (secret)" if setting.secret else name
 
@@ -90,10 +91,10 @@ class GeneratedBlock:
 
 BLOCKS = (
     GeneratedBlock(
-        REPO_ROOT / "README.md",
+        REPO_ROOT / "docs" / "operations.md",
         f"<!-- BEGIN alert channels: generated from {SOURCE} by `make docs` -->",
         "<!-- END alert channels -->",
-        readme_table,
+        channel_table,
     ),
     GeneratedBlock(
         REPO_ROOT / ".env.example",

@@ -1,4 +1,4 @@
-"""The README's picture of the health view, from real scraped metrics (docs/observability-health.png).
+"""The picture of the health view in docs/observability.md, from real scraped metrics (docs/observability-health.png).
 
     python -m pipeline_project.local.observe_picture [--out docs/observability-health.png]
 

@@ -1,7 +1,7 @@
 """Local runs store Dagster's events in SQLite without paying disk syncs per event.
 
 Dagster's SQLite storage (what `make run`, `make check` and `make bench` use; deployments use PostgreSQL,
-README "Deploy") opens a new connection for every statement group it writes and closes it afterwards: about
+docs/deploy.md) opens a new connection for every statement group it writes and closes it afterwards: about
 1,300 connections for the ~400 events of a one-day run (three per dbt test: planned, output, evaluation).
 In WAL mode the last connection to a database file checkpoints the write-ahead log into the database when
 it closes, and every commit syncs the log: on a busy disk that costs more than the run's own work.

@@ -1,5 +1,5 @@
 """A throwaway Prometheus on loopback that scrapes the exporter with the repository's rules: for looking
-at the metrics on a laptop (`make prometheus`), for the end-to-end test, and for the README's picture.
+at the metrics on a laptop (`make prometheus`), for the end-to-end test, and for the picture in docs/observability.md.
 
     python -m pipeline_project.observability.prometheus_server   # http://127.0.0.1:9090, data in .state/prometheus
 

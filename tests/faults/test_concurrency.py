@@ -1,7 +1,7 @@
-"""The raw layer under concurrency and a full disk (catalogue #12 and #13): two runs of one partition at
-once take turns on the partition's lock and leave one correct result; a writer that waits too long names
-the partition and the holder; a disk that fills up mid-write fails the run with an error naming the
-partition and the file, and leaves the previous version intact."""
+"""The raw layer under concurrency and a full disk (docs/reliability.md, the fault catalogue): two runs of one
+partition at once take turns on the partition's lock and leave one correct result; a writer that waits too
+long names the partition and the holder; a disk that fills up mid-write fails the run with an error naming
+the partition and the file, and leaves the previous version intact."""
 
 import re
 from pathlib import Path

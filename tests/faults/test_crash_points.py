@@ -1,7 +1,7 @@
-"""Crash safety (catalogue #11, DESIGN.md invariant 3): a run SIGKILLed at each named fault point leaves the
-previous good state readable and consistent (manifests match their files, marts are queryable and hold what
-they held), the run it left STARTED is failed by run monitoring, and a rerun completes with exactly the data
-a clean run gives.
+"""Crash safety (docs/reliability.md: the fault catalogue's SIGKILL row, and "Crashes"): a run SIGKILLed at
+each named fault point leaves the previous good state readable and consistent (manifests match their files,
+marts are queryable and hold what they held), the run it left STARTED is failed by run monitoring, and a
+rerun completes with exactly the data a clean run gives.
 
 A good state (every table and the marts for DAY, from a clean source) is built once and restored for each
 test. The killed run reads a changed source (the same day with 3% bad records, so both the data and the

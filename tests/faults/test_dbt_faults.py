@@ -1,16 +1,17 @@
-"""dbt faults (catalogue #15-#17), injected into a copy of the dbt project in a temporary directory.
+"""dbt faults (docs/reliability.md, the fault catalogue's dbt row), injected into a copy of the dbt project in a
+temporary directory.
 
 One clean run makes the baseline: one day ingested from the demo source, then `dbt build` of an unchanged
 copy of dbt_project/. Each test starts from that baseline lake and warehouse, breaks the copy, runs the real
 dbt assets over it (the same `build_shop_dbt_assets` the code location uses), and proves on the data that
 the marts still hold their previous tables and that they are correct again once the fault is fixed:
 
-- #15 a model refs a model that does not exist: dbt exits 2 before building anything; the dbt step fails
+- a model refs a model that does not exist: dbt exits 2 before building anything; the dbt step fails
   once (recompiling cannot fix it), with dbt's own message; the marts are untouched.
-- #16 a replayed raw batch duplicates orders and staging has lost its dedupe: in a build of the orders
+- a replayed raw batch duplicates orders and staging has lost its dedupe: in a build of the orders
   lineage, `unique` on stg_orders fails with the failing count, the models downstream are skipped and keep
   their tables, and the step is not retried.
-- #17 a mart's query runs past the run's `dagster/max_runtime`: the real daemon's run monitoring cancels
+- a mart's query runs past the run's `dagster/max_runtime`: the real daemon's run monitoring cancels
   the run launched through the real code server, dagster-dbt interrupts dbt, DuckDB rolls the model's
   transaction back; the dbt step is not retried, the run worker exits and frees the pool slot and the
   lock; the run failure reads "Exceeded maximum runtime", which the alerting classifies as a

@@ -1,4 +1,4 @@
-"""A value of the wrong JSON type among good ones (#6 type change, #9 "abc" in a numeric column).
+"""A value of the wrong JSON type among good ones (a type change, "abc" in a numeric column).
 
 The policy of `schema_drift`: a value that cannot be converted to its contract column's type quarantines its
 row with the rule `<column>:dtype`, the values as sent kept in `_rejected_values`, and the rest of the batch

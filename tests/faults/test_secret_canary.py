@@ -1,4 +1,4 @@
-"""Catalogue row 20 and security check 1: a secret canary in every secret setting.
+"""A secret canary in every secret setting (docs/reliability.md, the fault catalogue's secret row).
 
 Every setting `secrets.SECRET_SETTINGS` lists holds a recognisable fake value: the API token, both webhook
 URLs (marked in path and query), the PagerDuty routing key and the SMTP password. Then everything that

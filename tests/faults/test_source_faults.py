@@ -108,7 +108,7 @@ def _recovers_to_the_clean_data(lake: Lake, source: DemoShopServer) -> None:
     assert reconciliation_result(TABLE, lake, [DAY]).passed
 
 
-# ------------------------------------------------------------------------------------ #3 slow source
+# -------------------------------------------------------------------------------------- slow source
 
 
 def test_a_handler_slower_than_the_read_timeout_fails_in_bounded_time_and_commits_nothing(source, lake):
@@ -164,7 +164,7 @@ def test_a_socket_that_accepts_and_never_answers_fails_in_bounded_time_and_commi
     _recovers_to_the_clean_data(lake, source)
 
 
-# ------------------------------------------------------------------------ #5 partial pages and counts
+# -------------------------------------------------------------------------- partial pages and counts
 
 
 def test_a_body_cut_short_on_the_wire_is_retried_and_every_record_loads_once(source, lake):
@@ -271,7 +271,7 @@ def test_a_listing_whose_total_keeps_changing_is_rejected_and_says_so(source, la
     _recovers_to_the_clean_data(lake, source)
 
 
-# -------------------------------------------------------------------- #21 empty or unexpected 200
+# ---------------------------------------------------------------------- empty or unexpected 200
 
 
 def test_a_day_with_no_records_commits_an_empty_reconciled_partition(source, tmp_path):
@@ -307,7 +307,7 @@ def test_a_200_that_is_not_a_listing_fails_at_once_with_a_shape_error_naming_the
     _recovers_to_the_clean_data(lake, source)
 
 
-# --------------------------------------------------------------------------------- #9 nulls and garbage
+# ----------------------------------------------------------------------------------- nulls and garbage
 # Already covered elsewhere: a null customer_id, a status outside its set and a negative amount from the
 # generator's bad records (tests/test_pipeline.py), broken landing lines (test_landing_files.py).
 GARBAGE = {

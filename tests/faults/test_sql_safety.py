@@ -1,4 +1,4 @@
-"""Security check 2 (SQL parameterization): values are bound, identifiers come from an allowlist.
+"""SQL parameterization (docs/reliability.md, the fault catalogue): values are bound, identifiers from an allowlist.
 
 - A table name outside the allowlist never reaches SQL (`orders; drop table x` is rejected by name), and
   a mart check of an undeclared table fails with a clear error instead of reading it.

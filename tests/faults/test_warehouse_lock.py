@@ -1,4 +1,4 @@
-"""Catalogue row 14: a DuckDB warehouse file locked by another process.
+"""A DuckDB warehouse file locked by another process (docs/reliability.md, the fault catalogue).
 
 A real second process holds a read-write connection with an uncommitted change. The mart contract check
 waits for the lock a bounded time, then fails naming the file, the holder's PID and the runbook; the data

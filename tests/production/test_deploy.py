@@ -195,8 +195,8 @@ def test_the_helm_values_run_the_same_image_command_port_and_settings(helm):
 
 def test_the_new_settings_are_documented_and_the_secrets_registered():
     example = (REPO / ".env.example").read_text()
-    readme = (REPO / "README.md").read_text()
+    configuration = (REPO / "docs" / "configuration.md").read_text()
     for name in (*production_settings(), "PIPELINE_DUCKLAKE_CATALOG_PASSWORD", "PIPELINE_S3_SECRET"):
         assert re.search(rf"^{name}=", example, re.MULTILINE), f"{name} is not in .env.example"
-        assert f"`{name}`" in readme, f"{name} is not in the README's configuration table"
+        assert f"`{name}`" in configuration, f"{name} is not in the settings table of docs/configuration.md"
     assert {"PIPELINE_DUCKLAKE_CATALOG_PASSWORD", "PIPELINE_S3_SECRET"} <= set(SECRET_SETTINGS)

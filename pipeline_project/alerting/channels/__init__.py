@@ -11,7 +11,7 @@ each. Derived from it, and from nothing else:
 - the secret settings redacted from every text (`pipeline_project.secrets.secret_settings`);
 - the settings the code location defaults to empty (`pipeline_project/settings.py`);
 - the check that every route in `policies.ALERT_ROUTES` names a known channel, when the code location loads;
-- the README's channel table and `.env.example`'s alert channel block (`make docs` writes them, and
+- the channel table of docs/operations.md and `.env.example`'s alert channel block (`make docs` writes them, and
   `tests/test_alert_channel_registry.py` fails when they are stale).
 
 Adding a channel is adding its module and its line in `CHANNEL_MODULES` (and naming it in the routes of
@@ -100,7 +100,7 @@ class ChannelSpec:
     """
 
     name: str  # the name routes use (`policies.ALERT_ROUTES`) and the outbox stores
-    sends: str  # one line for the README's channel table: what its receiver gets
+    sends: str  # one line for the channel table of docs/operations.md: what its receiver gets
     settings: tuple[Setting, ...]
     build: Callable[[Mapping[str, str]], Channel]
     always_on: bool = False
