@@ -23,7 +23,7 @@ from pipeline_project.contracts import RAW_CONTRACTS
 from pipeline_project.demo_source import DemoShopServer, Faults
 from pipeline_project.raw_store import Lake, PartitionBusy
 
-from conftest import DAYS, TEST_SCALE, TOKEN
+from harness import DAYS, TEST_SCALE, TOKEN
 
 DAY = DAYS[0]
 TABLE = "orders"

@@ -37,7 +37,7 @@ from pipeline_project.fault_points import FAULT_POINTS, MID_DBT_MARKER_SUFFIX, S
 from pipeline_project.ingestion import API_TABLES, LANDING_TABLES
 from pipeline_project.raw_store import Lake
 
-from conftest import DAYS, TEST_SCALE, TOKEN
+from harness import DAYS, TEST_SCALE, TOKEN
 
 DAY, NEXT_DAY = DAYS
 TABLE = "orders"

@@ -60,7 +60,7 @@ from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, WarehouseResource, dbt_resource
 from pipeline_project.settings import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
 
-from conftest import DAYS, TEST_SCALE, TOKEN
+from harness import DAYS, TEST_SCALE, TOKEN
 from receivers import free_port
 
 DAY = DAYS[0]

@@ -32,7 +32,7 @@ from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
 from pipeline_project.ingestion import raw_asset_key
 from pipeline_project.secrets import SECRET_SETTINGS
 
-from conftest import DAYS
+from harness import DAYS
 from receivers import SmtpReceiver, WebhookReceiver, free_port
 
 # Every canary carries this mark, so a truncated or partly quoted secret is found too.
