@@ -36,6 +36,8 @@ from pipeline_project.sources import ExtractStats, ShopApiClient
 
 from harness import TEST_SCALE, TOKEN
 
+pytestmark = pytest.mark.slow
+
 DAYS = [date(2026, 3, 14), date(2026, 3, 15), date(2026, 3, 16)]
 FIRST, SECOND, LAST = DAYS
 SCHEMAS = ("staging", "intermediate", "marts", "snapshots")

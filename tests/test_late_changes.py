@@ -29,6 +29,8 @@ from pipeline_project.sources import ShopApiClient, day_filter
 
 from harness import TOKEN
 
+pytestmark = pytest.mark.slow
+
 FIRST_DAY = date(2026, 3, 1)
 DAYS = 60
 LOOKBACK = 3

@@ -17,10 +17,13 @@ from pipeline_project.observability.process import ExporterProcess
 from pipeline_project.observability.prometheus_server import PrometheusServer, prometheus_binary
 from pipeline_project.ops.wait import wait_until
 
-pytestmark = pytest.mark.skipif(
-    prometheus_binary() is None or shutil.which("promtool") is None,
-    reason="prometheus/promtool are not installed (Debian package `prometheus`; .ci/run installs it)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        prometheus_binary() is None or shutil.which("promtool") is None,
+        reason="prometheus/promtool are not installed (Debian package `prometheus`; .ci/run installs it)",
+    ),
+]
 
 
 def firing(prometheus: PrometheusServer, name: str) -> list[dict]:

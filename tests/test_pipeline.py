@@ -21,6 +21,8 @@ from pipeline_project.resources import WarehouseResource
 
 from harness import DAYS, TEST_SCALE, TOKEN
 
+pytestmark = pytest.mark.slow
+
 RAW_TABLES = [*API_TABLES, *LANDING_TABLES]
 MART_TABLES = ["daily_revenue", "customer_lifetime_value", "product_performance", "web_funnel"]
 

@@ -17,6 +17,8 @@ from pipeline_project.ops.wait import WaitTimeout, wait_until
 
 from webdriver import Browser, browser_available, free_port
 
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 EXPECTED_ASSETS = {
@@ -151,6 +153,7 @@ def _stop(state: Path, make: subprocess.Popen, tree: set[int]) -> None:
     assert not leftovers, f"processes left behind: {leftovers}"
 
 
+@pytest.mark.browser
 def test_make_dev_serves_the_whole_graph_with_healthy_daemons_and_running_sensors(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"

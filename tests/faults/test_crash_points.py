@@ -178,6 +178,7 @@ def test_the_mid_dbt_post_hook_of_every_mart_renders_nothing_unless_armed(tmp_pa
     assert hook.node.compiled_code.strip() == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", RAW_POINTS)
 def test_a_kill_during_ingestion_keeps_a_consistent_partition_and_the_rerun_completes(
     point, sources, good_state, clean_changed_orders
@@ -243,6 +244,7 @@ def truth(world: ShopWorld, days) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_a_kill_inside_dbt_keeps_the_last_built_marts_and_the_rerun_builds_them(sources, worlds, good_state):
     state = restore(good_state)
     env = child_env(state, sources["clean"].url, TOKEN)

@@ -63,6 +63,8 @@ from pipeline_project.settings import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
 from harness import DAYS, TEST_SCALE, TOKEN
 from receivers import free_port
 
+pytestmark = pytest.mark.slow
+
 DAY = DAYS[0]
 DBT_STEP = "shop_dbt_assets"
 ORDER_MARTS = ("daily_revenue", "customer_lifetime_value", "product_performance")

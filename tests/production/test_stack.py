@@ -35,7 +35,8 @@ BACKFILL_TIMEOUT = 900
 # `make bench-production` (PRODUCTION_MEASURE_SERIAL=1) first runs the same backfill one run at a time, to
 # measure what the second run at a time buys; `make test-production` runs only the concurrent one.
 MEASURE_SERIAL = os.environ.get("PRODUCTION_MEASURE_SERIAL") == "1"
-pytestmark = pytest.mark.timeout(2400 if MEASURE_SERIAL else 1500)
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(2400 if MEASURE_SERIAL else 1500)]
+
 RUNS_QUERY = """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs {
   results { runId status startTime endTime tags { key value } } } } }"""
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
