@@ -137,6 +137,7 @@ def _files_with(root: Path, mark: bytes) -> list[str]:
     return [str(path) for path in root.rglob("*") if path.is_file() and mark in path.read_bytes()]
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_events_logs_files_outbox_or_alerts(
     state_dir, instance, channels, monkeypatch, caplog, capfd
 ):
