@@ -18,12 +18,13 @@ QUIET_PIP := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help run dev serve-readonly stop test test-production bench-production faults drills check bench alert-drill prometheus lint docs manifest clean install rollback-marts
+.PHONY: help run dev serve-readonly stop test test-fast test-production bench-production faults drills check bench alert-drill prometheus lint docs manifest clean install rollback-marts
 
 help:
 	@echo "make run     materialize the whole pipeline for the last $(DAYS) days (DAYS=n to change) and print a summary"
 	@echo "make dev     Dagster UI + daemon on http://127.0.0.1:3000 (DAGSTER_PORT) with the demo source on :8765 (SHOP_DEMO_PORT), supervised; make stop ends it"
 	@echo "make test    the whole test suite (what CI runs) but the drills and the production profile's"
+	@echo "make test-fast   the tests not marked slow (no dbt builds, stacks, Prometheus, PostgreSQL or browser): a quick check"
 	@echo "make test-production   the production profile: throwaway PostgreSQL, DuckLake, webserver + daemon + code server, 14-day backfill"
 	@echo "make faults  the fault-injection tests alone (they are part of make test)"
 	@echo "make drills  every runbook followed step by step against a real make dev with its alert's fault injected"
@@ -68,6 +69,10 @@ stop: $(INSTALLED)
 
 test: $(MANIFEST)
 	$(BIN)/python -m pytest --ignore=tests/drills --ignore=tests/production
+
+# The quick lane: every test not marked `slow` (pyproject.toml lists the markers).
+test-fast: $(MANIFEST)
+	$(BIN)/python -m pytest -m "not slow" --ignore=tests/drills --ignore=tests/production
 
 # The runbooks followed step by step against a real make dev with each alert kind's fault injected.
 drills: $(MANIFEST)

@@ -7,7 +7,9 @@ state is still readable and that a rerun completes (docs/reliability.md, "Crashe
 
 With the variable unset or empty, `reached` costs one environment lookup and does nothing. A name that is
 not a known point fails at the first point reached, naming the setting, so a misspelt test cannot pass by
-never crashing.
+never crashing. A deployment is unarmed by construction: only tests set the variable (no deploy/ file, no
+setting of pipeline_project/settings.py, no .env.example line names it); tests/faults/test_crash_points.py
+checks that every point, and the dbt post-hook, does nothing unarmed.
 
 `mid_dbt` is reached inside dbt, which cannot signal from SQL: the macro `fault_point_mid_dbt`, a post-hook
 on the mart models, writes `<warehouse>.mid_dbt.reached` once a mart has been rebuilt inside its still open

@@ -2,7 +2,6 @@
 
 import os
 import warnings
-from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -10,10 +9,7 @@ import pytest
 
 from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
 
-TOKEN = "test-token-do-not-log"
-# Small but non-trivial: ~200 orders and ~5,000 web events a day.
-TEST_SCALE = 0.1
-DAYS = [date(2026, 3, 14), date(2026, 3, 15)]
+from harness import DAYS, TEST_SCALE, TOKEN
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)

@@ -24,6 +24,7 @@ from pipeline_project.alerting.channels.webhook import WebhookChannel
 from pipeline_project.alerting.delivery import deliver_due
 from pipeline_project.alerting.outbox import DeliveryPolicy, Outbox, Signal
 from pipeline_project.fault_points import SETTING
+from pipeline_project.ops.wait import wait_until
 
 from receivers import SmtpReceiver, WebhookReceiver
 
@@ -256,8 +257,12 @@ def test_a_sender_killed_between_send_and_mark_is_followed_by_a_resend_with_the_
         channels = configured_channels(settings)
         assert deliver_due(outbox, channels).delivered == []
         assert len(receiver.received) == 1
-        while row(outbox, key, channel)["claimed_until"] >= time.time():
-            time.sleep(0.05)
+        wait_until(
+            lambda: row(outbox, key, channel)["claimed_until"] < time.time(),
+            30,
+            "the dead sender's claim expired",
+            interval=0.05,
+        )
 
         report = deliver_due(outbox, channels)
         assert report.delivered == [f"{key} -> {channel}"]

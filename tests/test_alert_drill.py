@@ -6,9 +6,13 @@ attempts. The figures go to test-artifacts/alert-drill.json."""
 import json
 from collections import Counter
 
+import pytest
+
 from pipeline_project.local.alert_drill import run_drill
 from pipeline_project.local.alert_drill_location import FEEDS
 from pipeline_project.settings import REPO_ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def test_an_outage_alerts_once_per_incident_and_recovers_once_through_a_flapping_channel(tmp_path):

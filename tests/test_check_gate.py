@@ -8,6 +8,9 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import duckdb
+import pytest
+
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,11 @@ from pipeline_project.reconcile import key_checksum, key_text
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "completeness.md"
 
-pytestmark = pytest.mark.skipif(server_binaries() is None, reason="needs PostgreSQL's server (.ci/run installs it)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.skipif(server_binaries() is None, reason="needs PostgreSQL's server (.ci/run installs it)"),
+]
 
 
 def documented_sql() -> str:

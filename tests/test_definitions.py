@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster_dbt import DbtCliResource
 from dotenv import dotenv_values
 
@@ -93,6 +94,7 @@ with dg.build_resources(resources) as built:
 """
 
 
+@pytest.mark.slow
 def test_optional_settings_reach_their_resources_and_default_when_empty(tmp_path):
     def resolved(**settings: str) -> list[str]:
         env = {

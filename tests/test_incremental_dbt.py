@@ -34,7 +34,9 @@ from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.resources import LakeResource, WarehouseResource, dbt_resource
 from pipeline_project.sources import ExtractStats, ShopApiClient
 
-from conftest import TEST_SCALE, TOKEN
+from harness import TEST_SCALE, TOKEN
+
+pytestmark = pytest.mark.slow
 
 DAYS = [date(2026, 3, 14), date(2026, 3, 15), date(2026, 3, 16)]
 FIRST, SECOND, LAST = DAYS

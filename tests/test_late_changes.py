@@ -27,7 +27,9 @@ from pipeline_project.raw_store import Lake
 from pipeline_project.resources import ShopApiResource
 from pipeline_project.sources import ShopApiClient, day_filter
 
-from conftest import TOKEN
+from harness import TOKEN
+
+pytestmark = pytest.mark.slow
 
 FIRST_DAY = date(2026, 3, 1)
 DAYS = 60

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 
 from pipeline_project.local.summary import format_summary, summarize_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_make_run_entry_point_materializes_everything_and_prints_a_summary(tmp_path):
     env = {
         key: value

@@ -31,7 +31,7 @@ from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, ShopApiResource
 from pipeline_project.settings import REPO_ROOT
 
-from conftest import DAYS, TEST_SCALE, TOKEN
+from harness import DAYS, TEST_SCALE, TOKEN
 
 DAY = DAYS[0]
 RAW_ORDERS = build_api_ingestion_asset("orders")

@@ -21,7 +21,7 @@ from pipeline_project.observability.logging import JsonFormatter, JsonLinesHandl
 from pipeline_project.resources import LakeResource, ShopApiResource
 from pipeline_project.settings import REPO_ROOT
 
-from conftest import DAYS, TOKEN
+from harness import DAYS, TOKEN
 
 DAY = DAYS[0]
 RAW_ORDERS = build_api_ingestion_asset("orders")

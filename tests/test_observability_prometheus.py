@@ -8,7 +8,6 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Callable
 
 import dagster as dg
 import pytest
@@ -16,20 +15,15 @@ from dagster._core.definitions.freshness import FreshnessState, FreshnessStateCh
 
 from pipeline_project.observability.process import ExporterProcess
 from pipeline_project.observability.prometheus_server import PrometheusServer, prometheus_binary
+from pipeline_project.ops.wait import wait_until
 
-pytestmark = pytest.mark.skipif(
-    prometheus_binary() is None or shutil.which("promtool") is None,
-    reason="prometheus/promtool are not installed (Debian package `prometheus`; .ci/run installs it)",
-)
-
-
-def wait_for(what: str, condition: Callable[[], object], timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"{what} did not happen within {timeout:g} s")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        prometheus_binary() is None or shutil.which("promtool") is None,
+        reason="prometheus/promtool are not installed (Debian package `prometheus`; .ci/run installs it)",
+    ),
+]
 
 
 def firing(prometheus: PrometheusServer, name: str) -> list[dict]:
@@ -63,9 +57,16 @@ def test_prometheus_scrapes_the_exporter_and_alerts_fire_and_resolve(tmp_path):
         target = exporter.url.removeprefix("http://").removesuffix("/metrics")
         with PrometheusServer(tmp_path / "prometheus", target, interval="1s") as prometheus:
             # A stale heartbeat: monitoring is down.
-            [down] = wait_for("PipelineMonitoringDown firing", lambda: firing(prometheus, "PipelineMonitoringDown"))
+            [down] = wait_until(
+                lambda: firing(prometheus, "PipelineMonitoringDown"), 30, "PipelineMonitoringDown firing", interval=0.25
+            )
             assert down["labels"]["severity"] == "critical" and float(down["value"]) >= 3600
-            [stale] = wait_for("PipelineAssetFreshnessFail", lambda: firing(prometheus, "PipelineAssetFreshnessFail"))
+            [stale] = wait_until(
+                lambda: firing(prometheus, "PipelineAssetFreshnessFail"),
+                30,
+                "PipelineAssetFreshnessFail firing",
+                interval=0.25,
+            )
             assert stale["labels"]["asset"] == "daily_revenue"
             [up] = prometheus.query('up{job="pipeline"}')
             assert up["value"][1] == "1"
@@ -73,7 +74,9 @@ def test_prometheus_scrapes_the_exporter_and_alerts_fire_and_resolve(tmp_path):
             def recorded() -> dict[str, str]:
                 return {r["metric"]["state"]: r["value"][1] for r in prometheus.query("state:pipeline_assets:count")}
 
-            counts = wait_for("the assets per state recorded", lambda: "FAIL" in recorded() and recorded())
+            counts = wait_until(
+                lambda: "FAIL" in recorded() and recorded(), 30, "the assets per state recorded", interval=0.25
+            )
             assert counts["FAIL"] == "1" and counts["PASS"] == "1"
             assert not firing(prometheus, "PipelineAlertOutboxBacklog")
             assert not firing(prometheus, "PipelineExporterDown")
@@ -88,7 +91,12 @@ def test_prometheus_scrapes_the_exporter_and_alerts_fire_and_resolve(tmp_path):
             ticker = threading.Thread(target=tick, daemon=True)
             ticker.start()
             try:
-                wait_for("PipelineMonitoringDown resolved", lambda: not firing(prometheus, "PipelineMonitoringDown"))
+                wait_until(
+                    lambda: not firing(prometheus, "PipelineMonitoringDown"),
+                    30,
+                    "PipelineMonitoringDown resolved",
+                    interval=0.25,
+                )
                 [age] = prometheus.query("pipeline_monitoring_heartbeat_age_seconds")
                 assert float(age["value"][1]) < 150
             finally:

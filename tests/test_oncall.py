@@ -40,7 +40,7 @@ from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, ShopApiResource
 from pipeline_project.settings import DEMO_SOURCE_PORT, DEMO_TOKEN, REPO_ROOT
 
-from conftest import DAYS, TOKEN
+from harness import DAYS, TOKEN
 from receivers import free_port
 
 GOOD_DAY, DRIFTED_DAY = DAYS

@@ -19,7 +19,9 @@ from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, raw_asset_key
 from pipeline_project.raw_store import Lake
 from pipeline_project.resources import WarehouseResource
 
-from conftest import DAYS, TEST_SCALE, TOKEN
+from harness import DAYS, TEST_SCALE, TOKEN
+
+pytestmark = pytest.mark.slow
 
 RAW_TABLES = [*API_TABLES, *LANDING_TABLES]
 MART_TABLES = ["daily_revenue", "customer_lifetime_value", "product_performance", "web_funnel"]

@@ -9,7 +9,7 @@ from pipeline_project.demo_source import write_landing_files
 from pipeline_project.resources import LandingResource
 from pipeline_project.sensors import landing_file_sensor
 
-from conftest import DAYS
+from harness import DAYS
 
 
 def _tick(instance, landing_dir, cursor=None):

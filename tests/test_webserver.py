@@ -2,6 +2,7 @@
 over GraphQL and in headless Chromium, then `make stop`, which must leave no process behind. Also
 `make serve-readonly`, which must refuse to launch runs."""
 
+import contextlib
 import os
 import re
 import signal
@@ -12,7 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pipeline_project.ops.wait import WaitTimeout, wait_until
+
 from webdriver import Browser, browser_available, free_port
+
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -84,6 +89,11 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
+def _unhealthy(workspace: dict) -> list[str]:
+    daemons = workspace["instance"]["daemonHealth"]["allDaemonStatuses"]
+    return [daemon["daemonType"] for daemon in daemons if daemon["required"] and not daemon["healthy"]]
+
+
 def _graphql(url: str, query: str) -> dict:
     response = httpx.post(f"{url}/graphql", json={"query": query}, timeout=60)
     response.raise_for_status()
@@ -113,15 +123,16 @@ def _start(target: str, state: Path, port: int, log: Path) -> subprocess.Popen:
 
 def _wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout: float = 240) -> float:
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
+
+    def serving() -> bool:
         assert process.poll() is None, f"exited early:\n{log.read_text()[-3000:]}"
         try:
-            if httpx.get(f"{url}/server_info", timeout=5).status_code == 200:
-                return time.monotonic() - started
+            return httpx.get(f"{url}/server_info", timeout=5).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"{url} did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
+            return False
+
+    wait_until(serving, timeout, f"{url} answering", describe=lambda _: log.read_text()[-3000:])
+    return time.monotonic() - started
 
 
 def _stop(state: Path, make: subprocess.Popen, tree: set[int]) -> None:
@@ -134,15 +145,15 @@ def _stop(state: Path, make: subprocess.Popen, tree: set[int]) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     make.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    while _alive(tree) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    with contextlib.suppress(WaitTimeout):
+        wait_until(lambda: not _alive(tree), 30, "make stop's processes gone", interval=0.5)
     leftovers = _alive(tree)
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
     assert not leftovers, f"processes left behind: {leftovers}"
 
 
+@pytest.mark.browser
 def test_make_dev_serves_the_whole_graph_with_healthy_daemons_and_running_sensors(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -166,15 +177,19 @@ def test_make_dev_serves_the_whole_graph_with_healthy_daemons_and_running_sensor
         }
         assert {"source_reconciled", "contract_errors", "contract_warnings"} <= checks
         assert len(checks) > 20
-        deadline = time.monotonic() + 90
-        while True:
-            daemons = data["instance"]["daemonHealth"]["allDaemonStatuses"]
-            unhealthy = [d["daemonType"] for d in daemons if d["required"] and not d["healthy"]]
-            if not unhealthy or time.monotonic() > deadline:
-                break
-            time.sleep(3)
-            data = _graphql(url, WORKSPACE_QUERY)
-        assert not unhealthy, f"unhealthy daemons: {unhealthy}"
+
+        def healthy() -> dict | None:
+            workspace = _graphql(url, WORKSPACE_QUERY)
+            return None if _unhealthy(workspace) else workspace
+
+        data = wait_until(
+            healthy,
+            90,
+            "every required daemon healthy",
+            interval=3,
+            describe=lambda _: f"unhealthy daemons: {_unhealthy(_graphql(url, WORKSPACE_QUERY))}",
+        )
+        daemons = data["instance"]["daemonHealth"]["allDaemonStatuses"]
         assert {"SENSOR", "SCHEDULER", "FRESHNESS_DAEMON", "MONITORING"} <= {d["daemonType"] for d in daemons}
         automation = _graphql(url, SENSORS_QUERY)
         sensors = {s["name"]: s["sensorState"]["status"] for s in automation["sensorsOrError"]["results"]}

@@ -9,10 +9,11 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
+
+from pipeline_project.ops.wait import wait_until
 
 CHROMIUM = os.environ.get("CHROMIUM_BINARY") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -48,18 +49,19 @@ class Browser:
             [CHROMEDRIVER, f"--port={self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
-        for _ in range(100):
-            try:
-                if self.http.get("/status").json()["value"]["ready"]:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until(self._ready, 10, "chromedriver ready", interval=0.1)
         capabilities = {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": [*CHROMIUM_ARGS, f"--user-data-dir={profile_dir}"]},
         }
         response = self.http.post("/session", json={"capabilities": {"alwaysMatch": capabilities}})
         self.session = response.json()["value"]["sessionId"]
+
+    def _ready(self) -> bool:
+        try:
+            return self.http.get("/status").json()["value"]["ready"]
+        except httpx.TransportError:
+            return False
 
     def _call(self, method: str, path: str, payload: dict | None = None):
         response = self.http.request(method, f"/session/{self.session}{path}", json=payload)
@@ -81,15 +83,14 @@ class Browser:
         return self._call("POST", "/execute/sync", {"script": script, "args": [label]})
 
     def wait_for_text(self, needles: list[str], timeout: float = 90) -> str:
-        deadline = time.monotonic() + timeout
         text = ""
-        while time.monotonic() < deadline:
+
+        def showing() -> str:
+            nonlocal text
             text = self.text()
-            if all(needle in text for needle in needles):
-                return text
-            time.sleep(1)
-        missing = [needle for needle in needles if needle not in text]
-        raise AssertionError(f"page never showed {missing}; it showed: {text[:2000]}")
+            return text if all(needle in text for needle in needles) else ""
+
+        return wait_until(showing, timeout, f"the page showing {needles}", describe=lambda _: text[:2000])
 
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from drill_results import RESULTS
 from drill_stack import Stack
 from runbook_procedure import children_cpu_seconds
 
@@ -13,7 +14,6 @@ from pipeline_project.settings import REPO_ROOT
 
 from receivers import WebhookReceiver
 
-RESULTS: dict[str, dict] = {}
 SESSION: dict[str, float] = {}
 
 
@@ -41,10 +41,6 @@ def stack(tmp_path_factory):
             )
             for secret in stack.secrets:
                 assert secret not in stack.texts(), "a secret left the stack in an alert, a log or the console"
-
-
-def record(drill: str, **figures) -> None:
-    RESULTS[drill] = figures
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pytest
+from drill_results import record
 from drill_stack import SLACK_SECRET as SLACK_SECRET_MARK
 from runbook_procedure import Procedure, run_procedure
 
@@ -26,7 +28,7 @@ from pipeline_project.ops.wait import wait_until
 from pipeline_project.raw_store import Lake
 from pipeline_project.settings import REPO_ROOT
 
-from conftest import record
+pytestmark = pytest.mark.slow
 
 # A model whose query never ends (a trillion-row cross join DuckDB cannot prune), on one thread; as in
 # tests/faults/test_dbt_faults.py. dbt's cancel interrupts it.

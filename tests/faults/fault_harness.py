@@ -17,13 +17,14 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from pipeline_project.ops.wait import WaitTimeout, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MARTS = ("daily_revenue", "customer_lifetime_value", "product_performance", "web_funnel")
@@ -150,15 +151,14 @@ def materialize(env: dict[str, str], partition: str, assets: list[str] | None = 
 
 def kill_when_file_appears(process: subprocess.Popen, marker: Path, timeout: float = 180) -> ChildRun:
     """SIGKILL the child's whole process group (dbt included) as soon as `marker` exists."""
-    deadline = time.monotonic() + timeout
-    while not marker.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            run = finish(process)
-            raise AssertionError(f"{marker.name} never appeared (exit {run.returncode}):\n{run.stderr[-3000:]}")
-        time.sleep(0.05)
+    with suppress(WaitTimeout):
+        wait_until(
+            lambda: marker.exists() or process.poll() is not None, timeout, f"{marker.name} appeared", interval=0.05
+        )
     os.killpg(process.pid, signal.SIGKILL)
     run = finish(process)
+    if not marker.exists():
+        raise AssertionError(f"{marker.name} never appeared (exit {run.returncode}):\n{run.stderr[-3000:]}")
     _wait_until_group_is_dead(process.pid, timeout)
     return run
 
@@ -166,11 +166,17 @@ def kill_when_file_appears(process: subprocess.Popen, marker: Path, timeout: flo
 def _wait_until_group_is_dead(group: int, timeout: float) -> None:
     """Wait until every process of the group has exited (its files and locks are released at exit, before
     whoever adopted an orphan such as dbt gets round to reaping it)."""
-    deadline = time.monotonic() + timeout
-    while living := [pid for pid, state in _group_members(group) if state != "Z"]:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"processes {living} of group {group} outlived SIGKILL for {timeout} s")
-        time.sleep(0.05)
+    wait_until(
+        lambda: not _living(group),
+        timeout,
+        f"every process of group {group} gone after SIGKILL",
+        interval=0.05,
+        describe=lambda _: f"alive: {_living(group)}",
+    )
+
+
+def _living(group: int) -> list[int]:
+    return [pid for pid, state in _group_members(group) if state != "Z"]
 
 
 def _group_members(group: int) -> list[tuple[int, str]]:

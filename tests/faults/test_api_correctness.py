@@ -32,7 +32,7 @@ from pipeline_project.sources import (
     source_host,
 )
 
-from conftest import TOKEN
+from harness import TOKEN
 
 DAY = date(2026, 3, 14)
 WORLD_SCALE = 0.1

@@ -23,7 +23,7 @@ from pipeline_project.contracts import RAW_CONTRACTS
 from pipeline_project.demo_source import DemoShopServer, Faults
 from pipeline_project.raw_store import Lake, PartitionBusy
 
-from conftest import DAYS, TEST_SCALE, TOKEN
+from harness import DAYS, TEST_SCALE, TOKEN
 
 DAY = DAYS[0]
 TABLE = "orders"
@@ -72,6 +72,7 @@ def step_window(home: Path, run_id: str) -> tuple[float, float]:
     return events[dg.DagsterEventType.STEP_START], events[dg.DagsterEventType.STEP_SUCCESS]
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_partition_at_once_take_turns_and_leave_one_correct_result(tmp_path, sources):
     state = new_state(tmp_path / "state")
     # One instance per run: the runs meet only in the lake.
@@ -109,6 +110,7 @@ def test_a_writer_that_waits_too_long_names_the_partition_and_the_holder(tmp_pat
         assert writer.run_id == "after-release", "the lock is free again once its holder closed"
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_the_run_clearly_and_keeps_the_previous_partition(tmp_path, sources):
     state = new_state(tmp_path / "state")
     env = child_env(state, sources["clean"].url, TOKEN)

@@ -15,9 +15,11 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import yaml
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import EmptyWorkspaceTarget
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
+from dbt.cli.main import dbtRunner
 from fault_harness import (
     child_env,
     clean_and_changed_worlds,
@@ -36,8 +38,9 @@ from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landin
 from pipeline_project.fault_points import FAULT_POINTS, MID_DBT_MARKER_SUFFIX, SETTING, UnknownFaultPoint, reached
 from pipeline_project.ingestion import API_TABLES, LANDING_TABLES
 from pipeline_project.raw_store import Lake
+from pipeline_project.settings import REPO_ROOT
 
-from conftest import DAYS, TEST_SCALE, TOKEN
+from harness import DAYS, TEST_SCALE, TOKEN
 
 DAY, NEXT_DAY = DAYS
 TABLE = "orders"
@@ -143,11 +146,39 @@ def test_fault_points_are_inert_unless_named_and_a_misspelt_one_is_an_error(monk
     monkeypatch.delenv(SETTING, raising=False)
     for point in FAULT_POINTS:
         reached(point)
+    monkeypatch.setenv(SETTING, "mid_dbt")  # reached inside dbt only: every point of the Python code passes
+    for point in FAULT_POINTS.keys() - {"mid_dbt"}:
+        reached(point)
     monkeypatch.setenv(SETTING, "mid_wirte")
     with pytest.raises(UnknownFaultPoint, match=f"{SETTING}='mid_wirte' is not a fault point"):
         reached("mid_write")
 
 
+def test_no_deployment_arms_a_fault_point():
+    deployment = [*(REPO_ROOT / "deploy").rglob("*"), REPO_ROOT / ".env.example", REPO_ROOT / "dagster.yaml"]
+    deployment += [REPO_ROOT / "pipeline_project" / "settings.py", REPO_ROOT / "dbt_project" / "profiles.yml"]
+    armed = [str(path) for path in deployment if path.is_file() and SETTING in path.read_text()]
+    assert armed == []
+
+
+def test_the_mid_dbt_post_hook_of_every_mart_renders_nothing_unless_armed(tmp_path, monkeypatch):
+    """dbt runs no statement for a hook that renders empty, so an unarmed mart build executes none of it."""
+    dbt_project = REPO_ROOT / "dbt_project"
+    marts = yaml.safe_load((dbt_project / "dbt_project.yml").read_text())["models"]["shop"]["marts"]
+    assert marts["+post-hook"] == "{{ fault_point_mid_dbt() }}"
+    monkeypatch.delenv(SETTING, raising=False)
+    monkeypatch.setenv("PIPELINE_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
+    result = dbtRunner().invoke(
+        ["compile", "--quiet", "--inline", marts["+post-hook"], "--project-dir", str(dbt_project)]
+        + ["--profiles-dir", str(dbt_project), "--target-path", str(tmp_path / "target")]
+        + ["--log-path", str(tmp_path / "logs")]
+    )
+    assert result.success, result.exception
+    [hook] = result.result.results
+    assert hook.node.compiled_code.strip() == ""
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("point", RAW_POINTS)
 def test_a_kill_during_ingestion_keeps_a_consistent_partition_and_the_rerun_completes(
     point, sources, good_state, clean_changed_orders
@@ -213,6 +244,7 @@ def truth(world: ShopWorld, days) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_a_kill_inside_dbt_keeps_the_last_built_marts_and_the_rerun_builds_them(sources, worlds, good_state):
     state = restore(good_state)
     env = child_env(state, sources["clean"].url, TOKEN)

@@ -26,7 +26,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,13 +55,16 @@ from pipeline_project.dbt_assets import build_shop_dbt_assets
 from pipeline_project.definitions import defs
 from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, raw_asset_key
+from pipeline_project.ops.wait import wait_until
 from pipeline_project.policies import WAREHOUSE_POOL
 from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, WarehouseResource, dbt_resource
 from pipeline_project.settings import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
 
-from conftest import DAYS, TEST_SCALE, TOKEN
+from harness import DAYS, TEST_SCALE, TOKEN
 from receivers import free_port
+
+pytestmark = pytest.mark.slow
 
 DAY = DAYS[0]
 DBT_STEP = "shop_dbt_assets"
@@ -357,11 +359,12 @@ class CodeLocation:
         server = self._spawn(
             "dagster", "api", "grpc", "-m", "pipeline_project.definitions", "-h", "127.0.0.1", "-p", str(self.port)
         )
-        deadline = time.time() + WAIT_SECONDS
-        while not _accepts(self.port):
+
+        def serving() -> bool:
             assert server.poll() is None, f"the code server exited with {server.returncode}: {self._log(server)}"
-            assert time.time() < deadline, "the code server did not start"
-            time.sleep(0.2)
+            return _accepts(self.port)
+
+        wait_until(serving, WAIT_SECONDS, "the code server accepting connections", interval=0.2)
         self._spawn("dagster-daemon", "run", "-w", str(self.workspace))
 
     def launch(self, instance: dg.DagsterInstance, asset: str, tags: dict[str, str]) -> str:
@@ -415,21 +418,21 @@ def _accepts(port: int) -> bool:
 
 
 def wait_for_run(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
-    deadline = time.time() + WAIT_SECONDS
-    while True:
+    def finished() -> dg.DagsterRun | None:
         run = instance.get_run_by_id(run_id)
-        if run is not None and run.is_finished:
-            return run
-        assert time.time() < deadline, f"run {run_id} still {run and run.status} after {WAIT_SECONDS} s"
-        time.sleep(0.5)
+        return run if run is not None and run.is_finished else None
+
+    def status(_) -> str:
+        run = instance.get_run_by_id(run_id)
+        return str(run and run.status)
+
+    return wait_until(finished, WAIT_SECONDS, f"run {run_id} finished", interval=0.5, describe=status)
 
 
 def wait_for_tag(instance: dg.DagsterInstance, run_id: str, tag: str) -> str:
-    deadline = time.time() + WAIT_SECONDS
-    while (value := instance.get_run_by_id(run_id).tags.get(tag)) is None:
-        assert time.time() < deadline, f"run {run_id} has no {tag} tag after {WAIT_SECONDS} s"
-        time.sleep(0.5)
-    return value
+    return wait_until(
+        lambda: instance.get_run_by_id(run_id).tags.get(tag), WAIT_SECONDS, f"run {run_id} tagged {tag}", interval=0.5
+    )
 
 
 def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int:
@@ -442,11 +445,13 @@ def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int:
 
 def wait_until_exited(pid: int) -> None:
     """The process is gone (or a zombie its parent has yet to reap): nothing of it holds the warehouse."""
-    deadline = time.time() + WAIT_SECONDS
     status = Path(f"/proc/{pid}/status")
-    while status.exists() and "State:\tZ" not in status.read_text():
-        assert time.time() < deadline, f"run worker {pid} still alive {WAIT_SECONDS} s after its run ended"
-        time.sleep(0.2)
+    wait_until(
+        lambda: not status.exists() or "State:\tZ" in status.read_text(),
+        WAIT_SECONDS,
+        f"run worker {pid} gone after its run ended",
+        interval=0.2,
+    )
 
 
 def dbt_messages(stage: Stage, run_id: str) -> list[str]:

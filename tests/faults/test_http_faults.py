@@ -13,7 +13,7 @@ from pipeline_project.ingestion import load_api_partition
 from pipeline_project.raw_store import Lake
 from pipeline_project.sources import ShopApiClient, SourceError
 
-from conftest import TOKEN
+from harness import TOKEN
 
 DAY = date(2026, 3, 14)
 ORDER_ITEMS = RAW_CONTRACTS["order_items"]

@@ -22,7 +22,7 @@ from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, LandingResource
 from pipeline_project.sensors import landing_file_sensor
 
-from conftest import DAYS, TEST_SCALE
+from harness import DAYS, TEST_SCALE
 
 DAY = DAYS[0]
 TABLE = "web_events"

@@ -28,7 +28,7 @@ from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, LandingResource
 from pipeline_project.sensors import landing_file_sensor
 
-from conftest import DAYS
+from harness import DAYS
 
 DAY = DAYS[0]
 KEY = DAY.isoformat()

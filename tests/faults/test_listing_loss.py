@@ -23,7 +23,7 @@ from pipeline_project.loading import load_partition
 from pipeline_project.raw_store import Lake
 from pipeline_project.sources import ShopApiClient, day_filter
 
-from conftest import TOKEN
+from harness import TOKEN
 
 DAY = date(2026, 3, 14)
 PAGE = 50

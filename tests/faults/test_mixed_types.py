@@ -23,7 +23,7 @@ from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.schema_drift import PartitionDriftWatch, SchemaDriftError, TypeChange, compare, conform
 from pipeline_project.sources import ShopApiClient, iter_landing_batches, observed_frame
 
-from conftest import TOKEN
+from harness import TOKEN
 
 DAY = date(2026, 3, 14)
 PAYMENTS = RAW_CONTRACTS["payments"]

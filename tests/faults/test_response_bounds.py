@@ -24,7 +24,7 @@ from pipeline_project.raw_store import Lake
 from pipeline_project.secrets import scrub_urls
 from pipeline_project.sources import ERROR_DETAIL_CHARS, ExtractStats, ShopApiClient, SourceError, day_filter
 
-from conftest import TOKEN
+from harness import TOKEN
 
 DAY = date(2026, 3, 14)
 ORDERS = RAW_CONTRACTS["orders"]

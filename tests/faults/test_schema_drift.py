@@ -35,7 +35,7 @@ from pipeline_project.schema_drift import (
 )
 from pipeline_project.sources import iter_landing_batches
 
-from conftest import DAYS, TOKEN
+from harness import DAYS, TOKEN
 
 ORDER_ITEMS = RAW_CONTRACTS["order_items"]
 ITEM = {

@@ -32,7 +32,7 @@ from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
 from pipeline_project.ingestion import raw_asset_key
 from pipeline_project.secrets import SECRET_SETTINGS
 
-from conftest import DAYS
+from harness import DAYS
 from receivers import SmtpReceiver, WebhookReceiver, free_port
 
 # Every canary carries this mark, so a truncated or partly quoted secret is found too.
@@ -137,6 +137,7 @@ def _files_with(root: Path, mark: bytes) -> list[str]:
     return [str(path) for path in root.rglob("*") if path.is_file() and mark in path.read_bytes()]
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_events_logs_files_outbox_or_alerts(
     state_dir, instance, channels, monkeypatch, caplog, capfd
 ):

@@ -27,7 +27,7 @@ from pipeline_project.loading import load_partition
 from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.sources import ShopApiClient, SourceError
 
-from conftest import TOKEN
+from harness import TOKEN
 
 DAY = date(2026, 3, 14)
 TABLE = "orders"

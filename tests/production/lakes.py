@@ -1,7 +1,7 @@
 """Fixtures of the production profile's tests (`make test-production`): a throwaway PostgreSQL cluster
 (Debian's binaries, a free loopback port, a password as a production server would demand) holding DuckLake
-catalogs, one database per test. Test modules import them (`from lakes import cluster_fixture, ducklake_fixture`): a
-conftest.py here would shadow tests/conftest.py, which the other tests import by that name."""
+catalogs, one database per test. Test modules import them (`from lakes import cluster_fixture, ducklake_fixture`), so
+each module that uses the session-scoped cluster starts its own."""
 
 from __future__ import annotations
 

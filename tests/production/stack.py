@@ -25,6 +25,7 @@ from postgres import Cluster
 
 from pipeline_project.alerting.resource import CHANNEL_SETTINGS
 from pipeline_project.lake.catalog import DuckLakeSettings
+from pipeline_project.ops.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -171,9 +172,10 @@ class Stack:
 
     def wait_until_loaded(self, timeout: float = 240) -> None:
         """Until the webserver answers and has loaded the code location from the code server."""
-        deadline = time.monotonic() + timeout
         last = ""
-        while time.monotonic() < deadline:
+
+        def loaded() -> bool:
+            nonlocal last
             self.check_alive()
             try:
                 data = self.graphql(
@@ -183,12 +185,15 @@ class Stack:
                 entries = data["workspaceOrError"]["locationEntries"]
                 if entries and entries[0]["loadStatus"] == "LOADED":
                     if entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation":
-                        return
+                        return True
                     last = str(entries[0]["locationOrLoadError"])
             except (httpx.HTTPError, AssertionError) as error:
                 last = str(error)
-            time.sleep(1)
-        raise AssertionError(f"the code location did not load in {timeout:g} s: {last}\n{self.logs_text()[-4000:]}")
+            return False
+
+        wait_until(
+            loaded, timeout, "the code location loaded", describe=lambda _: f"{last}\n{self.logs_text()[-4000:]}"
+        )
 
     def stop_sensor(self, name: str) -> None:
         data = self.graphql(

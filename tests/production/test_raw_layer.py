@@ -31,6 +31,8 @@ from pipeline_project.raw_store import Lake, PartitionBusy
 from pipeline_project.reconcile import CONTROL_ENDPOINT, ControlFigures
 from pipeline_project.sources import ShopApiClient, day_filter
 
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
 TOKEN = "production-test-token"
 DAY = date(2026, 3, 14)
 TABLE = "orders"

@@ -26,6 +26,7 @@ from pipeline_project.contracts import RAW_CONTRACTS
 from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.lake.catalog import connect
 from pipeline_project.lake.ducklake_store import DuckLakeStore
+from pipeline_project.ops.wait import wait_until
 
 TOKEN = "production-stack-token"
 SCALE = 0.1
@@ -34,7 +35,8 @@ BACKFILL_TIMEOUT = 900
 # `make bench-production` (PRODUCTION_MEASURE_SERIAL=1) first runs the same backfill one run at a time, to
 # measure what the second run at a time buys; `make test-production` runs only the concurrent one.
 MEASURE_SERIAL = os.environ.get("PRODUCTION_MEASURE_SERIAL") == "1"
-pytestmark = pytest.mark.timeout(2400 if MEASURE_SERIAL else 1500)
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(2400 if MEASURE_SERIAL else 1500)]
+
 RUNS_QUERY = """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs {
   results { runId status startTime endTime tags { key value } } } } }"""
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -46,16 +48,16 @@ def runs_of(stack: Stack, selection: dict) -> list[dict]:
 
 def wait_for(stack: Stack, selection: dict, count: int, timeout: float = BACKFILL_TIMEOUT) -> list[dict]:
     """The runs `selection` (a RunsFilter) finds, once there are `count` of them and all have finished."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def finished() -> list[dict] | None:
         stack.check_alive()
         runs = runs_of(stack, selection)
-        if len(runs) >= count and all(run["status"] in TERMINAL for run in runs):
-            return runs
-        if time.monotonic() > deadline:
-            states = sorted(run["status"] for run in runs)
-            raise AssertionError(f"{count} runs did not finish in {timeout} s: {states}\n{stack.logs_text()[-6000:]}")
-        time.sleep(1)
+        return runs if len(runs) >= count and all(run["status"] in TERMINAL for run in runs) else None
+
+    def states(_) -> str:
+        return f"{sorted(run['status'] for run in runs_of(stack, selection))}\n{stack.logs_text()[-6000:]}"
+
+    return wait_until(finished, timeout, f"{count} runs finished", describe=states)
 
 
 def most_at_once(runs: list[dict]) -> int:

@@ -20,6 +20,8 @@ from pipeline_project.demo_source import DemoShopServer, ShopWorld
 from pipeline_project.lake.catalog import connect
 from pipeline_project.lake.ducklake_store import DuckLakeStore
 
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
 TOKEN = "production-test-token"
 DAYS = [date(2026, 3, 14), date(2026, 3, 15)]
 
