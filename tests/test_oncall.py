@@ -35,7 +35,8 @@ from pipeline_project.alerting.outbox import Outbox, Signal
 from pipeline_project.alerting.signals import delivery_failing_signal
 from pipeline_project.demo_source import Faults
 from pipeline_project.ingestion import build_api_ingestion_asset
-from pipeline_project.local.oncall import export_source_settings, main
+from pipeline_project.ops.oncall.cli import main
+from pipeline_project.ops.oncall.common import export_source_settings
 from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, ShopApiResource
 from pipeline_project.settings import DEMO_SOURCE_PORT, DEMO_TOKEN, REPO_ROOT
@@ -513,7 +514,7 @@ def test_the_dagster_command_gets_the_pipelines_settings(state, monkeypatch):
 
     environment = {name: value for name, value in os.environ.items() if name != "DAGSTER_HOME"}
     shown = subprocess.run(
-        [sys.executable, "-m", "pipeline_project.local.oncall", "dagster", "--", "instance", "info"],
+        [sys.executable, "-m", "pipeline_project.ops.oncall", "dagster", "--", "instance", "info"],
         cwd=REPO_ROOT,
         env=environment,
         capture_output=True,
