@@ -53,19 +53,19 @@ manifest: $(MANIFEST)
 
 $(MANIFEST): $(INSTALLED) $(DBT_SOURCES)
 	@echo "==> parsing the dbt project"
-	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.environment
+	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.dev.environment
 
 run: $(MANIFEST)
-	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.run --days $(DAYS)
+	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.dev.run --days $(DAYS)
 
 dev: $(MANIFEST)
-	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev
+	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.dev.stack
 
 serve-readonly: $(MANIFEST)
-	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev --read-only
+	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.dev.stack --read-only
 
 stop: $(INSTALLED)
-	@PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.local.dev --stop
+	@PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.dev.stack --stop
 
 test: $(MANIFEST)
 	$(BIN)/python -m pytest --ignore=tests/drills --ignore=tests/production
@@ -98,17 +98,17 @@ faults: $(MANIFEST)
 	$(BIN)/python -m pytest tests/faults
 
 check: $(MANIFEST)
-	$(BIN)/python -m pipeline_project.local.check
+	$(BIN)/python -m pipeline_project.dev.gate
 
 bench: $(MANIFEST)
-	$(BIN)/python -m pipeline_project.local.bench
+	$(BIN)/python -m pipeline_project.dev.bench
 	@# At the production interval (30 s), so the latency is what a deployment sees.
-	$(BIN)/python -m pipeline_project.local.alert_drill --interval 30 --report bench/alert_drill.json
+	$(BIN)/python -m pipeline_project.dev.alert_drill --interval 30 --report bench/alert_drill.json
 	@# One scrape of the metrics exporter after 90 days of history -> bench/metrics_scrape.json.
-	$(BIN)/python -m pipeline_project.local.metrics_bench --days 90
+	$(BIN)/python -m pipeline_project.dev.metrics_bench --days 90
 
 alert-drill: $(INSTALLED)
-	$(BIN)/python -m pipeline_project.local.alert_drill
+	$(BIN)/python -m pipeline_project.dev.alert_drill
 
 prometheus: $(INSTALLED)
 	PIPELINE_STATE_DIR=$(STATE_DIR) $(BIN)/python -m pipeline_project.observability.prometheus_server
@@ -118,7 +118,7 @@ lint: $(INSTALLED)
 
 # The alert channel table in docs/operations.md and the channel block of .env.example, from the channel registry.
 docs: $(INSTALLED)
-	$(BIN)/python -m pipeline_project.local.channel_docs
+	$(BIN)/python -m pipeline_project.dev.channel_docs
 
 clean:
 	rm -rf $(STATE_DIR) dbt_project/target dbt_project/logs test-artifacts

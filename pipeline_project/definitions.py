@@ -7,12 +7,11 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from pipeline_project.alerting.resource import alerting_resource_from_env
 from pipeline_project.alerting.sensors import monitoring_sensors
-from pipeline_project.checks import mart_contract_checks
-from pipeline_project.dbt_assets import shop_dbt_assets
-from pipeline_project.ingestion import ingestion_assets
-from pipeline_project.partitions import LOOKBACK_DAYS, daily_partitions, lookback_window
-from pipeline_project.policies import INGESTION_GROUP, apply_sla_policies
-from pipeline_project.project import dbt_project
+from pipeline_project.catalog.partitions import LOOKBACK_DAYS, daily_partitions, lookback_window
+from pipeline_project.catalog.policies import INGESTION_GROUP, apply_sla_policies
+from pipeline_project.ingest.assets import ingestion_assets
+from pipeline_project.ingest.sensors import landing_file_sensor
+from pipeline_project.quality.mart_checks import mart_contract_checks
 from pipeline_project.resources import (
     DuckLakeResource,
     LakeResource,
@@ -21,8 +20,9 @@ from pipeline_project.resources import (
     WarehouseResource,
     dbt_resource,
 )
-from pipeline_project.sensors import landing_file_sensor
 from pipeline_project.settings import resolve_environment
+from pipeline_project.transform.dbt_assets import shop_dbt_assets
+from pipeline_project.transform.project import dbt_project
 
 # The code location applies its own defaults, so plain `dagster dev` behaves like `make dev` (`settings`).
 resolve_environment(instance_home=False)

@@ -17,13 +17,13 @@ from dbt.version import __version__ as dbt_core_version
 from packaging import version
 from pydantic import Field, PrivateAttr
 
-from pipeline_project import warehouse
-from pipeline_project.circuit_breaker import CircuitBreaker
+from pipeline_project.ingest.circuit_breaker import CircuitBreaker
+from pipeline_project.ingest.landing_zone import DEFAULT_MAX_FILE_BYTES
+from pipeline_project.ingest.sources import CONTROL_MODES, DIMENSION_MODES, ShopApiClient, source_host
 from pipeline_project.lake.catalog import PROFILES, DuckLakeSettings
 from pipeline_project.lake.catalog import connect as connect_ducklake
-from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
-from pipeline_project.raw_store import Lake
-from pipeline_project.sources import CONTROL_MODES, DIMENSION_MODES, ShopApiClient, source_host
+from pipeline_project.lake.raw_store import Lake
+from pipeline_project.transform import warehouse
 
 
 class ShopApiResource(dg.ConfigurableResource):

@@ -4,7 +4,7 @@
 Settings already present in the environment (or in `.env`) win; defaults fill the rest under one git-ignored
 state directory (`PIPELINE_STATE_DIR`, default `.state/` at the repository root), as absolute paths so that
 dbt, which runs from its own project directory, resolves them the same way, whatever the working directory.
-Nothing is created here (`local/environment.py` creates the directories for `make run` and `make dev`).
+Nothing is created here (`dev/environment.py` creates the directories for `make run` and `make dev`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
+from demo_source import DemoShopServer, ShopWorld, write_landing_files
 
 from harness import DAYS, TEST_SCALE, TOKEN
 

@@ -11,11 +11,11 @@ from dataclasses import replace
 import dagster as dg
 import pytest
 
-from pipeline_project import policies
 from pipeline_project.alerting.channels import channel_names, channel_settings, registered_channels
 from pipeline_project.alerting.resource import AlertingResource, alerting_resource_from_env
-from pipeline_project.local import channel_docs
-from pipeline_project.policies import AlertRoute, apply_sla_policies, check_alert_routes
+from pipeline_project.catalog import policies
+from pipeline_project.catalog.policies import AlertRoute, apply_sla_policies, check_alert_routes
+from pipeline_project.dev import channel_docs
 from pipeline_project.secrets import SECRET_SETTINGS
 from pipeline_project.settings import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
 
@@ -40,14 +40,14 @@ def _run(script: str, **env: str) -> subprocess.CompletedProcess:
 def test_a_route_naming_an_unknown_channel_fails_loading_the_definitions():
     loaded = _run(
         """
-        from pipeline_project import policies
+        from pipeline_project.catalog import policies
         policies.ALERT_ROUTES["data-platform-oncall"] = policies.AlertRoute(page=("pagerduy", "log"), notify=("log",))
         import pipeline_project.definitions
         """
     )
     assert loaded.returncode != 0
     last_line = loaded.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("ValueError: alert routes (pipeline_project/policies.py): ")
+    assert last_line.startswith("ValueError: alert routes (pipeline_project/catalog/policies.py): ")
     assert "route 'data-platform-oncall' names the unknown channel 'pagerduy' in its page list" in last_line
     assert KNOWN in last_line
 
@@ -150,9 +150,11 @@ channels.CHANNEL_MODULES = (*channels.CHANNEL_MODULES, "sms_channel")  # the one
 
 import dagster as dg
 
-from pipeline_project import policies, secrets, settings
+from pipeline_project import secrets, settings
+
+from pipeline_project.catalog import policies
 from pipeline_project.alerting.resource import AlertingResource, alerting_resource_from_env
-from pipeline_project.local import channel_docs
+from pipeline_project.dev import channel_docs
 
 seen = {"fields": [field for field in AlertingResource.model_fields if field.startswith("sms_")]}
 resource = alerting_resource_from_env()

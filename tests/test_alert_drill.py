@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from pipeline_project.local.alert_drill import run_drill
-from pipeline_project.local.alert_drill_location import FEEDS
+from pipeline_project.dev.alert_drill import run_drill
+from pipeline_project.dev.alert_drill_location import FEEDS
 from pipeline_project.settings import REPO_ROOT
 
 pytestmark = pytest.mark.slow

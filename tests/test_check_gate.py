@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def _gate(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "SHOP_", "DAGSTER_HOME", "LANDING"))}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline_project.local.check", *args],
+        [sys.executable, "-m", "pipeline_project.dev.gate", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 
-from pipeline_project.circuit_breaker import CircuitBreaker, CircuitOpenError
-from pipeline_project.contracts import RAW_CONTRACTS
-from pipeline_project.sources import ExtractStats, ShopApiClient, SourceError
+from pipeline_project.ingest.circuit_breaker import CircuitBreaker, CircuitOpenError
+from pipeline_project.ingest.sources import ExtractStats, ShopApiClient, SourceError
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 
 DAY = date(2026, 3, 14)
 EMPTY_PAGE = b'{"data": [], "next_cursor": null, "total": 0}'

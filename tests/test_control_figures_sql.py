@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from postgres import server_binaries, throwaway_cluster
 
-from pipeline_project.reconcile import key_checksum, key_text
+from pipeline_project.ingest.reconcile import key_checksum, key_text
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "completeness.md"
 

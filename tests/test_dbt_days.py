@@ -9,11 +9,11 @@ from datetime import date, datetime, time
 import polars as pl
 import pytest
 
-from pipeline_project import dbt_days
-from pipeline_project.contracts import RAW_CONTRACTS
-from pipeline_project.raw_store import Lake
+from pipeline_project.ingest.sources import ExtractStats
+from pipeline_project.lake.raw_store import Lake
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 from pipeline_project.resources import WarehouseResource
-from pipeline_project.sources import ExtractStats
+from pipeline_project.transform import dbt_days
 
 D1, D2, D3 = date(2026, 3, 14), date(2026, 3, 15), date(2026, 3, 16)
 ORDERS = RAW_CONTRACTS["orders"]

@@ -78,7 +78,7 @@ def test_the_import_guard_does_catch_dbt_under_the_dev_cli():
         "            raise AssertionError('dbt started')\n"
         "        super().__init__(args, *rest, **kwargs)\n"
         "subprocess.Popen = Guard\n"
-        "import pipeline_project.project\n"
+        "import pipeline_project.transform.project\n"
     )
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": "/tmp", "DAGSTER_IS_DEV_CLI": "1"}
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)

@@ -1,4 +1,4 @@
-"""Tests of the demo shop source (pipeline_project.demo_source): generator, HTTP API, landing files, CLI.
+"""Tests of the demo shop source (demo_source): generator, HTTP API, landing files, CLI.
 
 Everything runs against a real server on 127.0.0.1 (port 0) with a real httpx client and real files.
 Served JSON and landed files are checked against the generator's public API and, for the ground truth
@@ -25,10 +25,10 @@ import httpx
 import orjson
 import pytest
 
-from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
-from pipeline_project.demo_source.checksum import key_checksum, key_hash, key_text
-from pipeline_project.demo_source.encoding import encode_array, encode_lines
-from pipeline_project.demo_source.server import LATE_ARRIVAL_DELAY
+from demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
+from demo_source.checksum import key_checksum, key_hash, key_text
+from demo_source.encoding import encode_array, encode_lines
+from demo_source.server import LATE_ARRIVAL_DELAY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2026, 11, 20)
@@ -59,7 +59,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import orjson
 
-from pipeline_project.demo_source import ShopWorld
+from demo_source import ShopWorld
 
 
 def world_digest(scale, rate, day):
@@ -1087,7 +1087,7 @@ def start_cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("SHOP_API_TOKEN", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline_project.demo_source", *args],
+        [sys.executable, "-m", "demo_source", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -1,7 +1,7 @@
 """Every policy figure the docs and runbooks quote is the one declared in code.
 
 A runbook that says "the marts breach freshness 27 h after their last update" or "the step has been
-retried 3 times" restates a declaration: the SLA catalogue (`pipeline_project/policies.py`), the source
+retried 3 times" restates a declaration: the SLA catalogue (`pipeline_project/catalog/policies.py`), the source
 client's and the circuit breaker's settings, the alert outbox's delivery policy, the sensors' intervals,
 `dagster.yaml`. Each figure below is found in its document by a pattern around it and compared with the
 declaration, so changing either without the other fails here. A sentence rewritten so that its pattern no
@@ -27,13 +27,19 @@ from pipeline_project.alerting.channels import SEND_DEADLINE_SECONDS
 from pipeline_project.alerting.outbox import DeliveryPolicy
 from pipeline_project.alerting.resource import AlertingResource
 from pipeline_project.alerting.sensors import SENSOR_INTERVAL_SECONDS
+from pipeline_project.catalog.partitions import LOOKBACK_DAYS
+from pipeline_project.catalog.policies import (
+    DBT_GROUPS,
+    INGESTION_GROUP,
+    RETRY_DELAY_SCALE,
+    SLA_CATALOGUE,
+    WAREHOUSE_POOL,
+)
 from pipeline_project.definitions import defs
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.ops.oncall.cli import build_parser
-from pipeline_project.partitions import LOOKBACK_DAYS
-from pipeline_project.policies import DBT_GROUPS, INGESTION_GROUP, RETRY_DELAY_SCALE, SLA_CATALOGUE, WAREHOUSE_POOL
 from pipeline_project.resources import LakeResource, ShopApiResource
-from pipeline_project.sources import ShopApiClient
-from pipeline_project.warehouse import DEFAULT_LOCK_WAIT_SECONDS
+from pipeline_project.transform.warehouse import DEFAULT_LOCK_WAIT_SECONDS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Settings that replace a declared default when set; the figures below are the defaults.

@@ -23,16 +23,16 @@ import polars as pl
 import pytest
 from dagster._core.events import DagsterEventType
 
-from pipeline_project.contracts import RAW_CONTRACTS
-from pipeline_project.dbt_assets import FULL_REFRESH_TAG, shop_dbt_assets
-from pipeline_project.dbt_days import read_watermark
-from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
-from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, load_api_partition, load_landing_partition
-from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
-from pipeline_project.project import dbt_project
-from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
+from demo_source import DemoShopServer, ShopWorld, write_landing_files
+from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES, load_api_partition, load_landing_partition
+from pipeline_project.ingest.landing_zone import DEFAULT_MAX_FILE_BYTES
+from pipeline_project.ingest.sources import ExtractStats, ShopApiClient
+from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 from pipeline_project.resources import LakeResource, WarehouseResource, dbt_resource
-from pipeline_project.sources import ExtractStats, ShopApiClient
+from pipeline_project.transform.dbt_assets import FULL_REFRESH_TAG, shop_dbt_assets
+from pipeline_project.transform.dbt_days import read_watermark
+from pipeline_project.transform.project import dbt_project
 
 from harness import TEST_SCALE, TOKEN
 

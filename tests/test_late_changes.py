@@ -17,15 +17,15 @@ import duckdb
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from pipeline_project.contracts import API_TABLES, RAW_CONTRACTS
-from pipeline_project.dbt_assets import shop_dbt_assets
+from demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
 from pipeline_project.definitions import defs
-from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
-from pipeline_project.ingestion import api_read, ingestion_assets, raw_asset_key
-from pipeline_project.loading import load_partition
-from pipeline_project.raw_store import Lake
+from pipeline_project.ingest.assets import api_read, ingestion_assets, raw_asset_key
+from pipeline_project.ingest.loading import load_partition
+from pipeline_project.ingest.sources import ShopApiClient, day_filter
+from pipeline_project.lake.raw_store import Lake
+from pipeline_project.quality.contracts import API_TABLES, RAW_CONTRACTS
 from pipeline_project.resources import ShopApiResource
-from pipeline_project.sources import ShopApiClient, day_filter
+from pipeline_project.transform.dbt_assets import shop_dbt_assets
 
 from harness import TOKEN
 

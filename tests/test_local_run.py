@@ -10,7 +10,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipeline_project.local.summary import format_summary, summarize_run
+from pipeline_project.dev.summary import format_summary, summarize_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def test_make_run_entry_point_materializes_everything_and_prints_a_summary(tmp_p
     }
     env.update(PIPELINE_STATE_DIR=str(tmp_path / "state"), SHOP_DEMO_SCALE="0.05")
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline_project.local.run", "--days", "1", "--end-date", "2026-03-15"],
+        [sys.executable, "-m", "pipeline_project.dev.run", "--days", "1", "--end-date", "2026-03-15"],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

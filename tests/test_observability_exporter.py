@@ -20,14 +20,14 @@ import yaml
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
 from prometheus_client.parser import text_string_to_metric_families
 
+from demo_source import DemoShopServer, Faults, ShopWorld
 from pipeline_project.alerting.delivery import DeliveryReport, write_heartbeat
 from pipeline_project.alerting.outbox import Outbox
 from pipeline_project.alerting.signals import delivery_failing_signal
-from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingestion import build_api_ingestion_asset
+from pipeline_project.ingest.assets import build_api_ingestion_asset
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.observability.exporter import ExporterSettings, SettingError, build_registry
 from pipeline_project.observability.process import ExporterProcess
-from pipeline_project.raw_store import Lake
 from pipeline_project.resources import LakeResource, ShopApiResource
 from pipeline_project.settings import REPO_ROOT
 

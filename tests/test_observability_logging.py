@@ -15,8 +15,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from pipeline_project.demo_source import Faults
-from pipeline_project.ingestion import build_api_ingestion_asset
+from demo_source import Faults
+from pipeline_project.ingest.assets import build_api_ingestion_asset
 from pipeline_project.observability.logging import JsonFormatter, JsonLinesHandler, configure_logging
 from pipeline_project.resources import LakeResource, ShopApiResource
 from pipeline_project.settings import REPO_ROOT
@@ -63,7 +63,7 @@ def test_source_retry_warnings_reach_the_event_log_and_json_lines_carry_the_ids(
 
     assert not json_lines(capfd.readouterr().err)
     lines = json_lines((state_dir / "logs" / "runs.jsonl").read_text())
-    retries = [line for line in lines if line["logger"] == "pipeline_project.sources"]
+    retries = [line for line in lines if line["logger"] == "pipeline_project.ingest.sources"]
     assert len(retries) == len(warnings)
     first = retries[0]
     assert first["level"] == "WARNING" and first["message"].startswith("shop API request failed (HTTP 429)")
@@ -125,7 +125,7 @@ def test_the_other_processes_log_json_lines_through_one_function(tmp_path):
 
     # The demo source as make dev starts it: what it says while landing files is JSON on stderr.
     landed = subprocess.run(
-        [sys.executable, "-m", "pipeline_project.demo_source", "land", "--landing-dir", str(tmp_path), "--days", "1"]
+        [sys.executable, "-m", "demo_source", "land", "--landing-dir", str(tmp_path), "--days", "1"]
         + ["--scale", "0.01", "--end-date", DAY.isoformat()],
         cwd=tmp_path,
         capture_output=True,

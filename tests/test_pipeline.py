@@ -11,12 +11,12 @@ import duckdb
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from pipeline_project.checks import build_mart_contract_check
-from pipeline_project.contracts import MART_CONTRACTS, RAW_CONTRACTS
+from demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.definitions import defs
-from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
-from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, raw_asset_key
-from pipeline_project.raw_store import Lake
+from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES, raw_asset_key
+from pipeline_project.lake.raw_store import Lake
+from pipeline_project.quality.contracts import MART_CONTRACTS, RAW_CONTRACTS
+from pipeline_project.quality.mart_checks import build_mart_contract_check
 from pipeline_project.resources import WarehouseResource
 
 from harness import DAYS, TEST_SCALE, TOKEN

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipeline_project.catalog.policies import SLA_CATALOGUE, WAREHOUSE_POOL
 from pipeline_project.definitions import defs
-from pipeline_project.policies import SLA_CATALOGUE, WAREHOUSE_POOL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

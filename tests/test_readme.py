@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from pipeline_project.alerting.alert import RUNBOOKS
+from pipeline_project.catalog.policies import ALERT_ROUTES, SLA_CATALOGUE
 from pipeline_project.definitions import defs
-from pipeline_project.policies import ALERT_ROUTES, SLA_CATALOGUE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README = (REPO_ROOT / "README.md").read_text()

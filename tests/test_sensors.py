@@ -5,9 +5,9 @@ from datetime import date
 
 import dagster as dg
 
-from pipeline_project.demo_source import write_landing_files
+from demo_source import write_landing_files
+from pipeline_project.ingest.sensors import landing_file_sensor
 from pipeline_project.resources import LandingResource
-from pipeline_project.sensors import landing_file_sensor
 
 from harness import DAYS
 

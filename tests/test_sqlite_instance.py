@@ -6,7 +6,7 @@ import sqlite3
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
-from pipeline_project.local import sqlite_instance
+from pipeline_project.dev import sqlite_instance
 
 
 def test_every_sqlite_database_commits_without_a_sync_and_stays_open_between_connections(tmp_path):

@@ -1,5 +1,5 @@
 {#
-  Order status groups from the mart definitions in pipeline_project/demo_source/DATA_SPEC.md (single source of truth for every model):
+  Order status groups from the mart definitions in demo_source/DATA_SPEC.md (single source of truth for every model):
   billable = paid, shipped, delivered, refunded; net = paid, shipped, delivered.
 #}
 {% macro billable_order_statuses() -%}

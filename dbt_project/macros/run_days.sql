@@ -3,7 +3,7 @@
 
   Dagster hands them over in the environment variable PIPELINE_DBT_DAYS (comma-separated ISO dates: the
   run's partition window plus every day whose raw partitions changed since the warehouse last took them in,
-  see pipeline_project/dbt_days.py); by hand they can be given as `--vars '{days: [2026-03-20]}'`. The
+  see pipeline_project/transform/dbt_days.py); by hand they can be given as `--vars '{days: [2026-03-20]}'`. The
   variable is read only while models execute (`execute`), so a new list of days does not make dbt re-parse
   the project, as a changed --vars would (about 3 s per run).
 

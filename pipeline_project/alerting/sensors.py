@@ -43,7 +43,7 @@ from pipeline_project.alerting.signals import (
     run_will_be_retried,
     subjects_resolved_by,
 )
-from pipeline_project.policies import ALERT_ROUTES, DEFAULT_ALERT_ROUTE
+from pipeline_project.catalog.policies import ALERT_ROUTES, DEFAULT_ALERT_ROUTE
 
 FIRST_TICK_LOOKBACK_SECONDS = 3600
 # How long a failed run may stay without Dagster's verdict on retrying it before we alert anyway.

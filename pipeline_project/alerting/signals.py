@@ -38,7 +38,7 @@ from pipeline_project.alerting.alert import (
     verify_command,
 )
 from pipeline_project.alerting.outbox import Signal
-from pipeline_project.policies import DEFAULT_ALERT_ROUTE, DEFAULT_OWNERS, INGESTION_GROUP
+from pipeline_project.catalog.policies import DEFAULT_ALERT_ROUTE, DEFAULT_OWNERS, INGESTION_GROUP
 from pipeline_project.secrets import redact
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"

@@ -30,7 +30,7 @@ from typing import TypeVar
 import duckdb
 
 from pipeline_project.lake.extensions import ensure_installed
-from pipeline_project.warehouse import quote_literal
+from pipeline_project.transform.warehouse import quote_literal
 
 PROFILES = ("embedded", "production")
 ALIAS = "lake"
@@ -97,7 +97,6 @@ def profile_from_env() -> str:
     if profile not in PROFILES:
         raise ValueError(f"PIPELINE_PROFILE must be one of {', '.join(PROFILES)}, got {profile!r}")
     return profile
-
 
 
 def connect(settings: DuckLakeSettings, read_only: bool = False) -> duckdb.DuckDBPyConnection:

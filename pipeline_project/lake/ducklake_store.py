@@ -45,10 +45,10 @@ import duckdb
 import pyarrow as pa
 
 from pipeline_project import fault_points
-from pipeline_project.changes import Watermark
-from pipeline_project.contracts import RawTableContract
+from pipeline_project.ingest.changes import Watermark
+from pipeline_project.ingest.reconcile import Verdict
 from pipeline_project.lake.catalog import ALIAS, DuckLakeSettings, connect, in_transaction, turn
-from pipeline_project.raw_store import (
+from pipeline_project.lake.raw_store import (
     LOCK_WAIT_SECONDS,
     Lake,
     LakeIndex,
@@ -56,8 +56,8 @@ from pipeline_project.raw_store import (
     PartitionManifest,
     PartitionWriter,
 )
-from pipeline_project.reconcile import Verdict
-from pipeline_project.warehouse import quote_identifier, quote_literal
+from pipeline_project.quality.contracts import RawTableContract
+from pipeline_project.transform.warehouse import quote_identifier, quote_literal
 
 RAW, QUARANTINE, LEDGER = "raw", "quarantine", "ledger"
 _LEDGER_TABLES = {
@@ -71,7 +71,6 @@ _LEDGER_TABLES = {
 _ATTACHED: dict[DuckLakeSettings, duckdb.DuckDBPyConnection] = {}
 _EXISTING: set[tuple[DuckLakeSettings, str, str]] = set()
 _LEDGER_READY: set[DuckLakeSettings] = set()
-
 
 
 def _staged_file(path: Path) -> str:

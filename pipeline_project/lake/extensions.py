@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline_project.warehouse import quote_literal
+from pipeline_project.transform.warehouse import quote_literal
 
 # Python package of the wheel -> the name DuckDB installs and loads the extension by.
 WHEELS = {

@@ -26,7 +26,7 @@ from datetime import datetime
 import duckdb
 
 from pipeline_project.lake.catalog import ALIAS, DuckLakeSettings, connect, in_transaction
-from pipeline_project.warehouse import quote_identifier
+from pipeline_project.transform.warehouse import quote_identifier
 
 DEFAULT_SCHEMAS = ("marts",)
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily
 
-from pipeline_project.dedupe import CopyKind
-from pipeline_project.raw_store import PartitionManifest
+from pipeline_project.lake.dedupe import CopyKind
+from pipeline_project.lake.raw_store import PartitionManifest
 
 _MANIFEST_NAME = re.compile(r"^date=(\d{4}-\d{2}-\d{2})\.json$")
 _PENDING_NAME = re.compile(r"^date=\d{4}-\d{2}-\d{2}\.json\.pending$")

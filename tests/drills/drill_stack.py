@@ -28,7 +28,7 @@ import yaml
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
-from pipeline_project.local.dev_runtime import DevRuntime
+from pipeline_project.dev.runtime import DevRuntime
 from pipeline_project.ops.wait import wait_until
 from pipeline_project.ops.webserver import Webserver
 from pipeline_project.settings import REPO_ROOT
@@ -124,7 +124,7 @@ class Stack:
             self.instance = dg.DagsterInstance.from_config(str(home))
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline_project.local.dev"],
+            [sys.executable, "-m", "pipeline_project.dev.stack"],
             cwd=REPO_ROOT,
             env=self.env,
             stdout=(self.root / "make-dev.log").open("w"),

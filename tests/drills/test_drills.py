@@ -23,9 +23,9 @@ from drill_stack import SLACK_SECRET as SLACK_SECRET_MARK
 from runbook_procedure import Procedure, run_procedure
 
 from pipeline_project.alerting.alert import DIAGNOSE, RERUN, RUNBOOKS, VERIFY, AlertKind
-from pipeline_project.local.dev_runtime import DevRuntime
+from pipeline_project.dev.runtime import DevRuntime
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.ops.wait import wait_until
-from pipeline_project.raw_store import Lake
 from pipeline_project.settings import REPO_ROOT
 
 pytestmark = pytest.mark.slow

@@ -48,7 +48,7 @@ class ChildRun:
 
 def clean_and_changed_worlds(scale: float) -> dict:
     """The demo world a good state is built from, and the same world with 3% bad records (a changed source)."""
-    from pipeline_project.demo_source import ShopWorld
+    from demo_source import ShopWorld
 
     return {"clean": ShopWorld(scale=scale), "changed": ShopWorld(scale=scale, bad_record_rate=0.03)}
 

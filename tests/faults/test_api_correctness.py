@@ -12,18 +12,14 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipeline_project.circuit_breaker import CircuitBreaker
-from pipeline_project.contracts import QUARANTINE_REASON, RAW_CONTRACTS
+from demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
+from demo_source.server import LATE_ARRIVAL_DELAY
 from pipeline_project.definitions import defs
-from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
-from pipeline_project.demo_source.server import LATE_ARRIVAL_DELAY
-from pipeline_project.ingestion import API_TABLES, api_read, raw_asset_key, reconciliation_result
-from pipeline_project.loading import PartitionRead, load_partition
-from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
-from pipeline_project.reconcile import CONTROL_ENDPOINT, ControlFigures, key_text
-from pipeline_project.resources import ShopApiResource
-from pipeline_project.schema_drift import conform
-from pipeline_project.sources import (
+from pipeline_project.ingest.assets import API_TABLES, api_read, raw_asset_key, reconciliation_result
+from pipeline_project.ingest.circuit_breaker import CircuitBreaker
+from pipeline_project.ingest.loading import PartitionRead, load_partition
+from pipeline_project.ingest.reconcile import CONTROL_ENDPOINT, ControlFigures, key_text
+from pipeline_project.ingest.sources import (
     ShopApiClient,
     SourceError,
     day_filter,
@@ -31,6 +27,10 @@ from pipeline_project.sources import (
     observed_frame,
     source_host,
 )
+from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.quality.contracts import QUARANTINE_REASON, RAW_CONTRACTS
+from pipeline_project.quality.schema_drift import conform
+from pipeline_project.resources import ShopApiResource
 
 from harness import TOKEN
 

@@ -19,9 +19,9 @@ from fault_harness import (
     start,
 )
 
-from pipeline_project.contracts import RAW_CONTRACTS
-from pipeline_project.demo_source import DemoShopServer, Faults
-from pipeline_project.raw_store import Lake, PartitionBusy
+from demo_source import DemoShopServer, Faults
+from pipeline_project.lake.raw_store import Lake, PartitionBusy
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 
 from harness import DAYS, TEST_SCALE, TOKEN
 

@@ -33,12 +33,12 @@ from fault_harness import (
     write_instance_config,
 )
 
-from pipeline_project.dbt_assets import shop_dbt_assets
-from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
+from demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.fault_points import FAULT_POINTS, MID_DBT_MARKER_SUFFIX, SETTING, UnknownFaultPoint, reached
-from pipeline_project.ingestion import API_TABLES, LANDING_TABLES
-from pipeline_project.raw_store import Lake
+from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.settings import REPO_ROOT
+from pipeline_project.transform.dbt_assets import shop_dbt_assets
 
 from harness import DAYS, TEST_SCALE, TOKEN
 

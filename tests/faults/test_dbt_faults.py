@@ -48,18 +48,18 @@ from dagster_dbt import DbtProject
 from dagster_graphql.cli import execute_query
 from fault_harness import DIGEST
 
+from demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.alerting.alert import AlertKind
 from pipeline_project.alerting.signals import TIMEOUT_MESSAGE, SlaLookup, run_failure_signal
-from pipeline_project.checks import mart_contract_checks
-from pipeline_project.dbt_assets import build_shop_dbt_assets
+from pipeline_project.catalog.policies import WAREHOUSE_POOL
 from pipeline_project.definitions import defs
-from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
-from pipeline_project.ingestion import API_TABLES, LANDING_TABLES, raw_asset_key
+from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES, raw_asset_key
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.ops.wait import wait_until
-from pipeline_project.policies import WAREHOUSE_POOL
-from pipeline_project.raw_store import Lake
+from pipeline_project.quality.mart_checks import mart_contract_checks
 from pipeline_project.resources import LakeResource, WarehouseResource, dbt_resource
 from pipeline_project.settings import OPTIONAL_ALERT_SETTINGS, REPO_ROOT
+from pipeline_project.transform.dbt_assets import build_shop_dbt_assets
 
 from harness import DAYS, TEST_SCALE, TOKEN
 from receivers import free_port

@@ -24,10 +24,10 @@ COMMIT = textwrap.dedent(
     import sys
     from datetime import date
     import polars as pl
-    from pipeline_project.contracts import RAW_CONTRACTS
-    from pipeline_project.loading import PartitionRead, load_partition
-    from pipeline_project.raw_store import Lake
-    from pipeline_project.reconcile import CONTROL_ENDPOINT, ControlFigures
+    from pipeline_project.quality.contracts import RAW_CONTRACTS
+    from pipeline_project.ingest.loading import PartitionRead, load_partition
+    from pipeline_project.lake.raw_store import Lake
+    from pipeline_project.ingest.reconcile import CONTROL_ENDPOINT, ControlFigures
 
     order = {"order_id": 1, "customer_id": 7, "order_status": "paid", "channel": "web", "currency": "USD",
              "ordered_at": "2026-03-14T10:00:00Z", "updated_at": "2026-03-14T10:05:00Z"}

@@ -7,11 +7,11 @@ from datetime import date
 
 import pytest
 
-from pipeline_project.contracts import RAW_CONTRACTS
-from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingestion import load_api_partition
-from pipeline_project.raw_store import Lake
-from pipeline_project.sources import ShopApiClient, SourceError
+from demo_source import DemoShopServer, Faults, ShopWorld
+from pipeline_project.ingest.assets import load_api_partition
+from pipeline_project.ingest.sources import ShopApiClient, SourceError
+from pipeline_project.lake.raw_store import Lake
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 
 from harness import TOKEN
 

@@ -15,12 +15,12 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipeline_project import ingestion
-from pipeline_project.demo_source import ShopWorld, write_landing_files
-from pipeline_project.landing import LandingDay, LandingDayBusy
-from pipeline_project.raw_store import Lake
+from demo_source import ShopWorld, write_landing_files
+from pipeline_project.ingest import assets as ingestion
+from pipeline_project.ingest.landing_zone import LandingDay, LandingDayBusy
+from pipeline_project.ingest.sensors import landing_file_sensor
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.resources import LakeResource, LandingResource
-from pipeline_project.sensors import landing_file_sensor
 
 from harness import DAYS, TEST_SCALE
 
@@ -292,7 +292,7 @@ def test_two_sensor_ticks_process_each_file_once(state_dir, world, instance):
 CLAIM_AND_DIE = """
 import os, signal, sys
 from datetime import date
-from pipeline_project.landing import LandingDay
+from pipeline_project.ingest.landing_zone import LandingDay
 day = LandingDay(sys.argv[1], "web_events", date.fromisoformat(sys.argv[2]), "run-that-died")
 with day.locked():
     day.claim()

@@ -21,12 +21,12 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipeline_project import ingestion
-from pipeline_project.contracts import RAW_CONTRACTS
-from pipeline_project.landing import LandingLinkError
-from pipeline_project.raw_store import Lake
+from pipeline_project.ingest import assets as ingestion
+from pipeline_project.ingest.landing_zone import LandingLinkError
+from pipeline_project.ingest.sensors import landing_file_sensor
+from pipeline_project.lake.raw_store import Lake
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 from pipeline_project.resources import LakeResource, LandingResource
-from pipeline_project.sensors import landing_file_sensor
 
 from harness import DAYS
 

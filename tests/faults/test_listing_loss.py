@@ -16,12 +16,12 @@ import dagster as dg
 import pytest
 from misbehaving_source import MisbehavingSource, Misbehaviour
 
-from pipeline_project.contracts import RAW_CONTRACTS
 from pipeline_project.definitions import defs
-from pipeline_project.ingestion import RECONCILIATION_CHECK, api_read, raw_asset_key, reconciliation_result
-from pipeline_project.loading import load_partition
-from pipeline_project.raw_store import Lake
-from pipeline_project.sources import ShopApiClient, day_filter
+from pipeline_project.ingest.assets import RECONCILIATION_CHECK, api_read, raw_asset_key, reconciliation_result
+from pipeline_project.ingest.loading import load_partition
+from pipeline_project.ingest.sources import ShopApiClient, day_filter
+from pipeline_project.lake.raw_store import Lake
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 
 from harness import TOKEN
 

@@ -15,13 +15,13 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipeline_project.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES, split_batch
-from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingestion import load_api_partition, reconciliation_result
-from pipeline_project.loading import PartitionRead, load_partition
-from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
-from pipeline_project.schema_drift import PartitionDriftWatch, SchemaDriftError, TypeChange, compare, conform
-from pipeline_project.sources import ShopApiClient, iter_landing_batches, observed_frame
+from demo_source import DemoShopServer, Faults, ShopWorld
+from pipeline_project.ingest.assets import load_api_partition, reconciliation_result
+from pipeline_project.ingest.loading import PartitionRead, load_partition
+from pipeline_project.ingest.sources import ShopApiClient, iter_landing_batches, observed_frame
+from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.quality.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES, split_batch
+from pipeline_project.quality.schema_drift import PartitionDriftWatch, SchemaDriftError, TypeChange, compare, conform
 
 from harness import TOKEN
 

@@ -18,11 +18,11 @@ from datetime import date
 import pytest
 from misbehaving_source import MisbehavingSource, Misbehaviour
 
-from pipeline_project.contracts import RAW_CONTRACTS
-from pipeline_project.ingestion import load_api_partition
-from pipeline_project.raw_store import Lake
+from pipeline_project.ingest.assets import load_api_partition
+from pipeline_project.ingest.sources import ERROR_DETAIL_CHARS, ExtractStats, ShopApiClient, SourceError, day_filter
+from pipeline_project.lake.raw_store import Lake
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 from pipeline_project.secrets import scrub_urls
-from pipeline_project.sources import ERROR_DETAIL_CHARS, ExtractStats, ShopApiClient, SourceError, day_filter
 
 from harness import TOKEN
 

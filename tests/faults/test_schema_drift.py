@@ -17,13 +17,13 @@ import httpx
 import polars as pl
 import pytest
 
-from pipeline_project.contracts import RAW_CONTRACTS
 from pipeline_project.definitions import defs
-from pipeline_project.ingestion import RECONCILIATION_CHECK, SCHEMA_DRIFT_CHECK, raw_asset_key
-from pipeline_project.loading import PartitionRead, load_partition
-from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
-from pipeline_project.resources import LakeResource, ShopApiResource
-from pipeline_project.schema_drift import (
+from pipeline_project.ingest.assets import RECONCILIATION_CHECK, SCHEMA_DRIFT_CHECK, raw_asset_key
+from pipeline_project.ingest.loading import PartitionRead, load_partition
+from pipeline_project.ingest.sources import iter_landing_batches
+from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.quality.contracts import RAW_CONTRACTS
+from pipeline_project.quality.schema_drift import (
     Column,
     PartitionDriftWatch,
     Rename,
@@ -33,7 +33,7 @@ from pipeline_project.schema_drift import (
     compare,
     conform,
 )
-from pipeline_project.sources import iter_landing_batches
+from pipeline_project.resources import LakeResource, ShopApiResource
 
 from harness import DAYS, TOKEN
 

@@ -25,11 +25,11 @@ import dagster as dg
 import pytest
 from dagster._serdes import serialize_value
 
+from demo_source import DemoShopServer, Faults, ShopWorld
 from pipeline_project.alerting.resource import CHANNEL_SETTINGS, alerting_resource_from_env
 from pipeline_project.alerting.sensors import alert_delivery, run_alerts
 from pipeline_project.definitions import defs
-from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingestion import raw_asset_key
+from pipeline_project.ingest.assets import raw_asset_key
 from pipeline_project.secrets import SECRET_SETTINGS
 
 from harness import DAYS

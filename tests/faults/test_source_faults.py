@@ -20,12 +20,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipeline_project.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES
-from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingestion import api_read, load_api_partition, reconciliation_result
-from pipeline_project.loading import load_partition
-from pipeline_project.raw_store import LINEAGE_SCHEMA, Lake
-from pipeline_project.sources import ShopApiClient, SourceError
+from demo_source import DemoShopServer, Faults, ShopWorld
+from pipeline_project.ingest.assets import api_read, load_api_partition, reconciliation_result
+from pipeline_project.ingest.loading import load_partition
+from pipeline_project.ingest.sources import ShopApiClient, SourceError
+from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.quality.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES
 
 from harness import TOKEN
 

@@ -24,15 +24,15 @@ import pytest
 
 from pipeline_project.alerting.alert import Action, Alert, AlertKind, Severity
 from pipeline_project.alerting.outbox import DeliveryPolicy, Outbox, Signal
-from pipeline_project.checks import build_mart_contract_check
-from pipeline_project.contracts import MART_CONTRACTS, MartContract
+from pipeline_project.quality.contracts import MART_CONTRACTS, MartContract
+from pipeline_project.quality.mart_checks import build_mart_contract_check
 from pipeline_project.resources import WarehouseResource
-from pipeline_project.warehouse import UnknownTableError, mart_table, quote_identifier
+from pipeline_project.transform.warehouse import UnknownTableError, mart_table, quote_identifier
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline_project"
 SQL_METHODS = {"execute", "executemany", "executescript", "sql", "query"}
 # Functions whose result is quoted SQL whatever their arguments: the identifier and literal quoting of
-# `pipeline_project.warehouse`, the DuckLake store's relations built only from them, and int().
+# `pipeline_project.transform.warehouse`, the DuckLake store's relations built only from them, and int().
 QUOTING_HELPERS = {"mart_table", "quote_identifier", "quote_literal", "_relation", "_staged_file", "int"}
 # (file, function) -> why the SQL there is not built from values. Each entry must still match its code.
 SQL_IS_THE_INPUT = {

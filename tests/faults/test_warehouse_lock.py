@@ -15,10 +15,10 @@ from decimal import Decimal
 import duckdb
 import pytest
 
-from pipeline_project.checks import build_mart_contract_check
-from pipeline_project.contracts import MART_CONTRACTS
+from pipeline_project.quality.contracts import MART_CONTRACTS
+from pipeline_project.quality.mart_checks import build_mart_contract_check
 from pipeline_project.resources import WarehouseResource
-from pipeline_project.warehouse import LOCK_RUNBOOK, WarehouseLockedError
+from pipeline_project.transform.warehouse import LOCK_RUNBOOK, WarehouseLockedError
 
 LOCK_WAIT_SECONDS = 1
 DAYS = 3

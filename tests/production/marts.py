@@ -11,12 +11,12 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline_project.contracts import API_TABLES, LANDING_TABLES, RAW_CONTRACTS
-from pipeline_project.demo_source import ShopWorld, write_landing_files
-from pipeline_project.ingestion import load_api_partition, load_landing_partition
-from pipeline_project.landing import DEFAULT_MAX_FILE_BYTES
-from pipeline_project.raw_store import Lake
-from pipeline_project.sources import ShopApiClient
+from demo_source import ShopWorld, write_landing_files
+from pipeline_project.ingest.assets import load_api_partition, load_landing_partition
+from pipeline_project.ingest.landing_zone import DEFAULT_MAX_FILE_BYTES
+from pipeline_project.ingest.sources import ShopApiClient
+from pipeline_project.lake.raw_store import Lake
+from pipeline_project.quality.contracts import API_TABLES, LANDING_TABLES, RAW_CONTRACTS
 
 REPO = Path(__file__).resolve().parents[2]
 MARTS = ("daily_revenue", "customer_lifetime_value", "product_performance", "web_funnel")

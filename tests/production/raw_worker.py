@@ -10,12 +10,12 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from pipeline_project.contracts import RAW_CONTRACTS
-from pipeline_project.ingestion import load_api_partition
+from pipeline_project.ingest.assets import load_api_partition
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.catalog import DuckLakeSettings
 from pipeline_project.lake.ducklake_store import DuckLakeStore
-from pipeline_project.raw_store import Lake
-from pipeline_project.sources import ShopApiClient
+from pipeline_project.lake.raw_store import Lake
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 
 
 def main(spec: dict) -> None:

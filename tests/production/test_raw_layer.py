@@ -20,16 +20,16 @@ import polars as pl
 import pytest
 from lakes import CATALOG_PASSWORD, catalog_env, cluster_fixture, ducklake_fixture  # noqa: F401  (fixtures)
 
-from pipeline_project.changes import advance_watermark, read_watermark
-from pipeline_project.contracts import RAW_CONTRACTS
-from pipeline_project.demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingestion import api_read, load_api_partition
+from demo_source import DemoShopServer, Faults, ShopWorld
+from pipeline_project.ingest.assets import api_read, load_api_partition
+from pipeline_project.ingest.changes import advance_watermark, read_watermark
+from pipeline_project.ingest.loading import PartitionRead, load_partition
+from pipeline_project.ingest.reconcile import CONTROL_ENDPOINT, ControlFigures
+from pipeline_project.ingest.sources import ShopApiClient, day_filter
 from pipeline_project.lake.catalog import connect
 from pipeline_project.lake.ducklake_store import DuckLakeStore
-from pipeline_project.loading import PartitionRead, load_partition
-from pipeline_project.raw_store import Lake, PartitionBusy
-from pipeline_project.reconcile import CONTROL_ENDPOINT, ControlFigures
-from pipeline_project.sources import ShopApiClient, day_filter
+from pipeline_project.lake.raw_store import Lake, PartitionBusy
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

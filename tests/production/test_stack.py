@@ -22,11 +22,11 @@ from lakes import CATALOG_PASSWORD, cluster_fixture, new_ducklake  # noqa: F401 
 from marts import assert_marts_equal_ground_truth
 from stack import REPO, Stack
 
-from pipeline_project.contracts import RAW_CONTRACTS
-from pipeline_project.demo_source import DemoShopServer, ShopWorld, write_landing_files
+from demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.lake.catalog import connect
 from pipeline_project.lake.ducklake_store import DuckLakeStore
 from pipeline_project.ops.wait import wait_until
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 
 TOKEN = "production-stack-token"
 SCALE = 0.1

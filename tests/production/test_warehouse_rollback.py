@@ -16,7 +16,7 @@ import pytest
 from lakes import CATALOG_PASSWORD, catalog_env, cluster_fixture, new_ducklake  # noqa: F401  (fixtures)
 from marts import REPO, assert_marts_equal_ground_truth, dbt_build, load_days, mart_contents
 
-from pipeline_project.demo_source import DemoShopServer, ShopWorld
+from demo_source import DemoShopServer, ShopWorld
 from pipeline_project.lake.catalog import connect
 from pipeline_project.lake.ducklake_store import DuckLakeStore
 

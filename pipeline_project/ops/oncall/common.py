@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline_project.alerting.alert import parse_partitions
-from pipeline_project.local.dev_runtime import DevRuntime
-from pipeline_project.local.environment import demo_source_wanted
+from pipeline_project.dev.environment import demo_source_wanted
+from pipeline_project.dev.runtime import DevRuntime
 from pipeline_project.secrets import redact
 from pipeline_project.settings import DEMO_SOURCE_HOST, DEMO_TOKEN, demo_source_port, resolve_environment
 
@@ -130,7 +130,7 @@ def days_argument(text: str) -> tuple[str, ...]:
 
 
 def table_argument(text: str) -> str:
-    from pipeline_project.contracts import RAW_CONTRACTS
+    from pipeline_project.quality.contracts import RAW_CONTRACTS
 
     if text not in RAW_CONTRACTS:
         raise argparse.ArgumentTypeError(f"TABLE must be one of {', '.join(RAW_CONTRACTS)}, not {text!r}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from pipeline_project.contracts import RAW_CONTRACTS
+from pipeline_project.lake.raw_store import Lake, PartitionManifest
 from pipeline_project.ops.oncall.common import (
     OncallError,
     print_table,
@@ -18,7 +18,7 @@ from pipeline_project.ops.oncall.common import (
     source_token,
     source_url,
 )
-from pipeline_project.raw_store import Lake, PartitionManifest
+from pipeline_project.quality.contracts import RAW_CONTRACTS
 
 SAMPLE_RECORDS = 50
 # LandingDay reads the archived files of a day without claiming anything under this name.
@@ -126,8 +126,8 @@ def lake_sql(args: argparse.Namespace) -> int:
 
 def source_samples(table: str, day: date) -> Iterator[tuple[str, object, int | None]]:
     """(where, the first records it sends for the day, how many it reports) for the API or each landing file."""
-    from pipeline_project.landing import LandingDay, incoming_files
-    from pipeline_project.sources import (
+    from pipeline_project.ingest.landing_zone import LandingDay, incoming_files
+    from pipeline_project.ingest.sources import (
         DATE_FILTERED,
         UPDATED_FILTERED,
         ExtractStats,
@@ -165,7 +165,7 @@ def source_samples(table: str, day: date) -> Iterator[tuple[str, object, int | N
 
 
 def source_columns(args: argparse.Namespace) -> int:
-    from pipeline_project.schema_drift import compare
+    from pipeline_project.quality.schema_drift import compare
 
     contract = RAW_CONTRACTS[args.table]
     breaking = False

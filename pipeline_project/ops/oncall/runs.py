@@ -11,7 +11,8 @@ import dagster as dg
 from dagster._core.definitions.freshness import FreshnessState
 
 from pipeline_project.alerting.alert import job_label
-from pipeline_project.local.dev_runtime import process_alive
+from pipeline_project.catalog.policies import WAREHOUSE_POOL
+from pipeline_project.dev.runtime import process_alive
 from pipeline_project.ops.oncall.common import (
     METADATA_LIMIT,
     clip,
@@ -22,7 +23,6 @@ from pipeline_project.ops.oncall.common import (
     say,
     utc,
 )
-from pipeline_project.policies import WAREHOUSE_POOL
 
 RUN_PROBLEMS = {
     dg.DagsterEventType.STEP_FAILURE,

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline_project.local.environment import prepare_environment
+from pipeline_project.dev.environment import prepare_environment
 from pipeline_project.ops.oncall.common import (
     HEARTBEAT_FILE,
     TOKEN_VARIABLE,
@@ -105,7 +105,7 @@ def dagster(args: argparse.Namespace) -> NoReturn:
 def heartbeat(args: argparse.Namespace) -> int:
     import json
 
-    from pipeline_project.alerting.heartbeat import heartbeat_problem
+    from pipeline_project.ops.heartbeat import heartbeat_problem
 
     path = Path(os.environ["ALERT_DIR"]) / HEARTBEAT_FILE
     problem = heartbeat_problem(path, args.max_age_seconds)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from pipeline_project.local.dev_runtime import DevRuntime
+from pipeline_project.dev.runtime import DevRuntime
 from pipeline_project.ops.oncall.common import TOKEN_VARIABLE, is_demo_source, say, source_token, source_url
 from pipeline_project.ops.wait import WaitTimeout, wait_until
 

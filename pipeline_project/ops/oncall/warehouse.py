@@ -17,7 +17,7 @@ import duckdb
 
 from pipeline_project.ops.oncall.common import OncallError, clip, print_table, say
 from pipeline_project.settings import REPO_ROOT
-from pipeline_project.warehouse import WarehouseLockedError, connect
+from pipeline_project.transform.warehouse import WarehouseLockedError, connect
 
 # Short: the command is interactive, and the error names the process holding the warehouse.
 WAREHOUSE_LOCK_WAIT_SECONDS = 5
@@ -60,7 +60,7 @@ def sql(args: argparse.Namespace) -> int:
 
 
 def dbt_target() -> Path:
-    """The dbt project's target directory, as `pipeline_project.project` resolves it (without importing
+    """The dbt project's target directory, as `pipeline_project.transform.project` resolves it (without importing
     dagster_dbt, which takes seconds)."""
     project_dir = Path(os.environ.get("PIPELINE_DBT_PROJECT_DIR") or REPO_ROOT / "dbt_project").resolve()
     return project_dir / os.environ.get("DBT_TARGET_PATH", "target")
