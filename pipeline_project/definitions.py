@@ -7,7 +7,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from pipeline_project.alerting.resource import alerting_resource_from_env
 from pipeline_project.alerting.sensors import monitoring_sensors
-from pipeline_project.catalog.partitions import LOOKBACK_DAYS, daily_partitions, lookback_window
+from pipeline_project.catalog.partitions import LOOKBACK_DAYS, lookback_window
 from pipeline_project.catalog.policies import INGESTION_GROUP, apply_sla_policies
 from pipeline_project.ingest.assets import ingestion_assets
 from pipeline_project.ingest.sensors import landing_file_sensor
@@ -32,7 +32,6 @@ resolve_environment(instance_home=False)
 raw_ingestion_job = dg.define_asset_job(
     "raw_ingestion",
     selection=dg.AssetSelection.groups(INGESTION_GROUP),
-    partitions_def=daily_partitions,
     description="The ingestion assets of the selected days only (a backfill of it runs one run per day).",
 )
 transform_job = dg.define_asset_job(
