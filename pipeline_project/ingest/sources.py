@@ -63,7 +63,13 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from pipeline_project import secrets  # noqa: F401  (scrubs the URLs httpx logs)
 from pipeline_project.ingest.circuit_breaker import CircuitBreaker, CircuitOpenError
 from pipeline_project.ingest.reconcile import CONTROL_ENDPOINT, KEY_LISTING, ControlFigures, key_text
-from pipeline_project.quality.contracts import BUSINESS_DATE, DAILY_VERSIONS, RAW_CONTRACTS, RawTableContract
+from pipeline_project.quality.contracts import (
+    BATCH_ROWS,
+    BUSINESS_DATE,
+    DAILY_VERSIONS,
+    RAW_CONTRACTS,
+    RawTableContract,
+)
 
 log = logging.getLogger(__name__)
 
@@ -510,7 +516,7 @@ class ShopApiClient:
         contract: RawTableContract,
         filters: dict[str, str],
         stats: ExtractStats,
-        batch_rows: int = 50_000,
+        batch_rows: int = BATCH_ROWS,
         fixed_total: bool = True,
     ) -> Iterator[pl.DataFrame]:
         """Yield the listing's records as batches of one schema each, recording counts in `stats`.
@@ -544,7 +550,7 @@ class ShopApiClient:
             yield pl.concat(pending)
 
     def iter_batches(
-        self, contract: RawTableContract, day: date, stats: ExtractStats, batch_rows: int = 50_000
+        self, contract: RawTableContract, day: date, stats: ExtractStats, batch_rows: int = BATCH_ROWS
     ) -> Iterator[pl.DataFrame]:
         """Yield one partition's records (`day_filter`) as batches."""
         return self.iter_listing(contract, day_filter(contract.name, day, self.dimensions), stats, batch_rows)
@@ -640,7 +646,7 @@ def iter_landing_batches(
     contract: RawTableContract,
     files: list[Path],
     stats: ExtractStats,
-    batch_rows: int = 50_000,
+    batch_rows: int = BATCH_ROWS,
     max_file_bytes: int | None = None,
     batch_bytes: int = 32 * 1024 * 1024,
 ) -> Iterator[pl.DataFrame]:

@@ -36,7 +36,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from pipeline_project.quality.contracts import QUARANTINE_REASON, REJECTED_VALUES, RawTableContract
+from pipeline_project.quality.contracts import BATCH_ROWS, QUARANTINE_REASON, REJECTED_VALUES, RawTableContract
 
 ARRIVAL = "_arrival"  # lineage: a row's position in the order its partition's source delivered it
 CONFLICT_RULE = "conflicting_duplicate"
@@ -46,7 +46,6 @@ _POSITION = "_position"
 _KIND = "_kind"
 _ROW = "_row"
 _VERSION = "_version"
-_REWRITE_BATCH_ROWS = 50_000
 
 
 class CopyKind(StrEnum):
@@ -132,7 +131,7 @@ def _positions(frame: pl.DataFrame, kind: str) -> list[int]:
 def _batches(path: Path) -> Iterator[pl.DataFrame]:
     """The file's rows as polars frames, each row with its position in the file."""
     offset = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_REWRITE_BATCH_ROWS):
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
         frame = pl.from_arrow(batch).with_row_index(_POSITION, offset=offset)
         offset += frame.height
         yield frame
