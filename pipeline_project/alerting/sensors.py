@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import dagster as dg
-from dagster._core.event_api import EventLogRecord
-from dagster._core.events import DagsterEventType
+from dagster import DagsterEventType, EventLogRecord
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecord,
     AssetCheckExecutionRecordStatus,

@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+from dagster import DagsterEventType, EventLogEntry, EventLogRecord
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
-from dagster._core.event_api import EventLogRecord
-from dagster._core.events import DagsterEventType
-from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.tags import PARTITION_NAME_TAG, WILL_RETRY_TAG
 
 from pipeline_project.alerting.alert import (

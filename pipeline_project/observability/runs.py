@@ -21,7 +21,7 @@ import time
 from collections import Counter, defaultdict
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
+from dagster import DagsterEventType
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 OUTCOMES = {

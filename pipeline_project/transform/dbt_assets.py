@@ -23,7 +23,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
-from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster import DagsterExecutionInterruptedError
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliInvocation, DbtProject, dbt_assets
 
 from pipeline_project.catalog.partitions import daily_partitions
