@@ -217,9 +217,9 @@ class Stack:
     def webserver(self) -> Webserver:
         return Webserver(self.runtime.webserver_url)
 
-    def launch(self, job: str, assets: list[str] | None, days: bool = True, tags: dict[str, str] | None = None) -> str:
-        """Launch `job` (its `assets` only, if given) for the drill's day (`days=False`: no partition)."""
-        return self.webserver.launch(job, assets or (), [self.day] if days else (), tags)
+    def launch(self, job: str, assets: list[str] | None, tags: dict[str, str] | None = None) -> str:
+        """Launch `job` (its `assets` only, if given) for the drill's day."""
+        return self.webserver.launch(job, assets or (), [self.day], tags)
 
     def wait_run(self, run_id: str, timeout: float = RUN_SECONDS) -> dg.DagsterRun:
         def finished() -> dg.DagsterRun | None:

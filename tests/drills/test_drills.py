@@ -162,12 +162,14 @@ def test_transformation_failure(stack):
     with stack.model_changed("marts/daily_revenue.sql", "ref('int_order_totals')", "ref('nope')") as revert:
         before = warehouse_rows(stack, "select * from marts.daily_revenue order by order_date")
         fault_at = time.time()
-        failed_run = stack.launch("__ASSET_JOB", ["daily_revenue"], days=False)
+        # The dbt assets are daily-partitioned: an ad-hoc materialization names its day, as in the UI.
+        failed_run = stack.launch("__ASSET_JOB", ["daily_revenue"])
         request = stack.alert_of_run("transformation_failed", failed_run)
         alert = request.json()
-        assert alert["title"] == "ad-hoc materialization failed: daily_revenue" and alert["severity"] == "ERROR"
+        assert alert["title"] == f"ad-hoc materialization [{stack.day}] failed: daily_revenue"
+        assert alert["severity"] == "ERROR"
         assert "Root cause: dbt build failed: " in alert["summary"] and "'nope'" in alert["summary"]
-        assert (alert["assets"], alert["partitions"]) == (["daily_revenue"], [])
+        assert (alert["assets"], alert["partitions"]) == (["daily_revenue"], [stack.day])
         assert warehouse_rows(stack, "select * from marts.daily_revenue order by order_date") == before
 
         drill(stack, "transformation_failure", AlertKind.TRANSFORMATION_FAILED, request, fault_at, revert)
@@ -184,7 +186,7 @@ def test_transformation_timeout(stack):
         before = warehouse_rows(stack, "select * from marts.daily_revenue order by order_date")
         fault_at = time.time()
         failed_run = stack.launch(
-            "__ASSET_JOB", ["daily_revenue"], days=False, tags={"dagster/max_runtime": str(MAX_RUNTIME_SECONDS)}
+            "__ASSET_JOB", ["daily_revenue"], tags={"dagster/max_runtime": str(MAX_RUNTIME_SECONDS)}
         )
         request = stack.alert_of_run("transformation_timeout", failed_run)
         alert = request.json()
@@ -212,7 +214,7 @@ def test_check_failure(stack):
     fee = ("'gross_revenue_cents - refunded_revenue_cents'", "'gross_revenue_cents - refunded_revenue_cents - 100'")
     with stack.model_changed("marts/daily_revenue.sql", *fee) as revert:
         fault_at = time.time()
-        failed_run = stack.launch("__ASSET_JOB", ["daily_revenue"], days=False)
+        failed_run = stack.launch("__ASSET_JOB", ["daily_revenue"])
         request = stack.wait_alert(
             lambda alert: (
                 alert["action"] == "trigger"
