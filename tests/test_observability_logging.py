@@ -17,7 +17,7 @@ import yaml
 
 from demo_source import Faults
 from pipeline_project.ingest.assets import build_api_ingestion_asset
-from pipeline_project.observability.logging import JsonFormatter, JsonLinesHandler, configure_logging
+from pipeline_project.observability.logging import RUNS_LOG_FILE, JsonFormatter, JsonLinesHandler, configure_logging
 from pipeline_project.resources import LakeResource, ShopApiResource
 from pipeline_project.settings import REPO_ROOT
 
@@ -135,3 +135,16 @@ def test_the_other_processes_log_json_lines_through_one_function(tmp_path):
     )
     [record] = json_lines(landed.stderr)
     assert record["process"] == "demo_source" and record["message"].startswith(f"landed web events of {DAY}")
+
+
+def test_a_record_logged_after_dagster_closed_the_handler_still_reaches_the_file(monkeypatch, tmp_path, capsys):
+    """Dagster closes a run's handlers when its steps are done and still logs the run's last engine events."""
+    monkeypatch.setenv("PIPELINE_LOG_DIR", str(tmp_path))
+    handler = JsonLinesHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.handle(logging.makeLogRecord({"msg": "steps finished", "levelno": logging.INFO}))
+    handler.close()
+    handler.handle(logging.makeLogRecord({"msg": "run finished", "levelno": logging.INFO}))
+    handler.close()
+    assert (tmp_path / RUNS_LOG_FILE).read_text().splitlines() == ["steps finished", "run finished"]
+    assert "Logging error" not in capsys.readouterr().err

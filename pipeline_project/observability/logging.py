@@ -121,11 +121,19 @@ class JsonLinesHandler(logging.StreamHandler):
 
     def __init__(self) -> None:
         directory = os.environ.get("PIPELINE_LOG_DIR")
+        self._path = Path(directory) / RUNS_LOG_FILE if directory else None
         self._file = None
-        if directory:
-            Path(directory).mkdir(parents=True, exist_ok=True)
-            self._file = open(Path(directory) / RUNS_LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        if self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
         super().__init__(self._file or sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Dagster closes the run's handlers when the run's steps are done, then still logs the run's last
+        # engine events through them: those lines go to the file reopened, not to a "Logging error".
+        if self._file is not None and self._file.closed:
+            self._file = self.stream = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
+        super().emit(record)
 
     def close(self) -> None:
         try:
