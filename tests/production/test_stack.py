@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from lakes import CATALOG_PASSWORD, cluster_fixture, new_ducklake  # noqa: F401  (fixtures)
-from marts import assert_marts_equal_ground_truth
 from stack import REPO, Stack
 
 from demo_source import DemoShopServer, ShopWorld, write_landing_files
@@ -27,6 +26,8 @@ from pipeline_project.lake.catalog import connect
 from pipeline_project.lake.ducklake_store import DuckLakeStore
 from pipeline_project.ops.wait import wait_until
 from pipeline_project.quality.contracts import RAW_CONTRACTS
+
+from harness import assert_marts_equal_ground_truth
 
 TOKEN = "production-stack-token"
 SCALE = 0.1
@@ -170,7 +171,7 @@ def test_the_queue_ran_two_runs_at_a_time_and_they_overlapped(production):
 def test_the_marts_equal_the_ground_truth(production):
     connection = connect(production["ducklake"], read_only=True)
     try:
-        assert_marts_equal_ground_truth(connection, production["world"], DAYS)
+        assert_marts_equal_ground_truth(connection, production["world"], DAYS, marts="lake.marts")
     finally:
         connection.close()
 

@@ -14,11 +14,13 @@ from datetime import UTC, date, datetime
 
 import pytest
 from lakes import CATALOG_PASSWORD, catalog_env, cluster_fixture, new_ducklake  # noqa: F401  (fixtures)
-from marts import REPO, assert_marts_equal_ground_truth, dbt_build, load_days, mart_contents
+from marts import REPO, dbt_build, load_days, mart_contents
 
 from demo_source import DemoShopServer, ShopWorld
 from pipeline_project.lake.catalog import connect
 from pipeline_project.lake.ducklake_store import DuckLakeStore
+
+from harness import assert_marts_equal_ground_truth
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -48,7 +50,7 @@ def built(ducklake, tmp_path_factory):
 
 def test_dbt_builds_the_marts_from_the_ducklake_and_they_equal_the_ground_truth(built, ducklake):
     connection = connect(ducklake, read_only=True)
-    assert_marts_equal_ground_truth(connection, built["world"], DAYS)
+    assert_marts_equal_ground_truth(connection, built["world"], DAYS, marts="lake.marts")
     connection.close()
 
 
@@ -82,5 +84,5 @@ def test_a_bad_mart_build_is_rolled_back_to_the_previous_snapshot(built, ducklak
     connection = connect(ducklake, read_only=True)
     assert mart_contents(connection) == good
     assert connection.execute("select count(*), sum(hash(o)) from lake.raw.orders o").fetchone() == raw_before
-    assert_marts_equal_ground_truth(connection, built["world"], DAYS)
+    assert_marts_equal_ground_truth(connection, built["world"], DAYS, marts="lake.marts")
     connection.close()
