@@ -9,6 +9,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from pipeline_project.ops.wait import stop_process
 from pipeline_project.settings import DEMO_TOKEN
 
 
@@ -78,13 +79,7 @@ class DemoSourceProcess:
         os.environ["SHOP_API_TOKEN"] = self.token
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> DemoSourceProcess:
         self.start()

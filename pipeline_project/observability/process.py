@@ -4,10 +4,11 @@ with its parent; its JSON-lines log goes to a file."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from pipeline_project.ops.wait import stop_process
 
 
 class ExporterProcess:
@@ -38,13 +39,7 @@ class ExporterProcess:
         return self.url
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.process and self.process.stdout:
             self.process.stdout.close()
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from pipeline_project.ops.wait import stop_process
+
 PROMETHEUS_DIR = Path(__file__).resolve().parent / "prometheus"
 RULES = PROMETHEUS_DIR / "rules.yml"
 SCRAPE_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -105,13 +107,7 @@ class PrometheusServer:
         return self.api("alerts")["alerts"]
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=20)
 
     def __enter__(self) -> PrometheusServer:
         self.start()

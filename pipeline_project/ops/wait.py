@@ -1,8 +1,10 @@
 """Waiting for something to become true, the one way every tool and drill here does it: poll, with a
-deadline, and fail with what was awaited and what was seen last."""
+deadline, and fail with what was awaited and what was seen last; and waiting for a child process to stop."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -33,3 +35,15 @@ def wait_until(
             last = describe(value) if describe else repr(value)
             raise WaitTimeout(f"{what}: still not the case after {timeout:.0f} s (last seen: {last})")
         time.sleep(min(interval, remaining))
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
+    """Ask a child process to stop (SIGTERM), give it `timeout` seconds, then kill it; nothing if it is gone."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
