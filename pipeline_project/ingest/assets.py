@@ -25,7 +25,7 @@ import polars as pl
 
 from pipeline_project.catalog.partitions import daily_partitions
 from pipeline_project.catalog.policies import INGESTION_GROUP, SLA_CATALOGUE
-from pipeline_project.ingest.changes import CapturedChanges, advance_watermark, read_changes
+from pipeline_project.ingest.changes import CapturedChanges, read_changes
 from pipeline_project.ingest.landing_zone import LandingDay, LandingLinkError, read_rejections
 from pipeline_project.ingest.loading import LoadResult, PartitionRead, UnreconciledLoad, load_partition
 from pipeline_project.ingest.reconcile import Verdict
@@ -356,7 +356,7 @@ def build_api_ingestion_asset(table: str) -> dg.AssetsDefinition:
                     partition_metadata(manifest, raw_layer, result.committed), partition_key=day.isoformat()
                 )
             if captures_changes and all(result.committed for result in merged.values()):
-                advance_watermark(raw_layer, table, client.first_source_clock or started, context.run.run_id)
+                raw_layer.advance_watermark(table, client.first_source_clock or started, context.run.run_id)
         yield dg.MaterializeResult(
             check_results=[
                 reconciliation_result(table, raw_layer, [*days, *merged]),

@@ -25,68 +25,18 @@ read twice are dropped by key. The watermark moves only after every merge commit
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 
 import polars as pl
 
 from pipeline_project.ingest.sources import ExtractStats, ShopApiClient, changes_filter
-from pipeline_project.lake.file_lock import exclusive_lock
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import RawTableContract
 
 # The longest window one change-feed request may span; longer gaps since the watermark are read in steps.
 MAX_FEED_WINDOW = timedelta(days=31)
-
-
-@dataclass(frozen=True)
-class Watermark:
-    table: str
-    since: str  # ISO 8601, the source's time: changes at or after it have not been captured yet
-    run_id: str
-    recorded_at: str  # our time
-
-    @property
-    def moment(self) -> datetime:
-        return datetime.fromisoformat(self.since)
-
-
-def watermark_path(lake: Lake, table: str) -> Path:
-    return lake.root / "manifests" / table / "watermark.json"
-
-
-def read_watermark(lake: Lake, table: str) -> Watermark | None:
-    if hasattr(lake, "read_watermark"):  # the production profile keeps watermarks in its ledger (`lake`)
-        return lake.read_watermark(table)
-    path = watermark_path(lake, table)
-    return Watermark(**json.loads(path.read_text())) if path.exists() else None
-
-
-def advance_watermark(lake: Lake, table: str, moment: datetime, run_id: str) -> Watermark:
-    """Move the table's watermark to `moment` (never backwards: a slower concurrent run cannot undo a faster one)."""
-    if hasattr(lake, "advance_watermark"):  # the production profile: one DuckLake transaction (`lake`)
-        return lake.advance_watermark(table, moment, run_id)
-    path = watermark_path(lake, table)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(
-        lake.root / "locks" / table / "watermark.lock",
-        f"run {run_id} (pid {os.getpid()})",
-        lake.lock_wait_seconds,
-        busy=lambda holder: TimeoutError(f"raw_{table}: the watermark is locked by {holder}"),
-        remove_when_released=True,
-    ):
-        current = read_watermark(lake, table)
-        if current is not None and current.moment >= moment:
-            return current
-        mark = Watermark(table, moment.isoformat(), run_id, datetime.now(UTC).isoformat(timespec="seconds"))
-        tmp = path.with_name(f".{path.name}.{run_id}.tmp")
-        tmp.write_text(json.dumps(asdict(mark), indent=2))
-        os.replace(tmp, path)
-        return mark
 
 
 @dataclass
@@ -126,7 +76,7 @@ def read_changes(
     batch_rows: int,
 ) -> CapturedChanges:
     """Read the table's change feed since its watermark (less the overlap) and route the records by day."""
-    mark = read_watermark(lake, contract.name)
+    mark = lake.read_watermark(contract.name)
     if mark is None:
         return CapturedChanges(since=None)
     since = mark.moment - overlap

@@ -45,7 +45,6 @@ import duckdb
 import pyarrow as pa
 
 from pipeline_project import fault_points
-from pipeline_project.ingest.changes import Watermark
 from pipeline_project.ingest.reconcile import Verdict
 from pipeline_project.lake.catalog import ALIAS, DuckLakeSettings, connect, in_transaction, turn
 from pipeline_project.lake.raw_store import (
@@ -55,6 +54,7 @@ from pipeline_project.lake.raw_store import (
     PartitionBusy,
     PartitionManifest,
     PartitionWriter,
+    Watermark,
 )
 from pipeline_project.quality.contracts import RawTableContract
 from pipeline_project.transform.warehouse import quote_identifier, quote_literal

@@ -103,6 +103,20 @@ class InterruptedCommitError(Exception):
     """A pending manifest cannot be completed: its files are neither staged nor in place."""
 
 
+@dataclass(frozen=True)
+class Watermark:
+    """Where change capture of a table resumes (`ingest.changes`)."""
+
+    table: str
+    since: str  # ISO 8601, the source's time: changes at or after it have not been captured yet
+    run_id: str
+    recorded_at: str  # our time
+
+    @property
+    def moment(self) -> datetime:
+        return datetime.fromisoformat(self.since)
+
+
 @dataclass
 class PartitionManifest:
     """The ledger entry of one committed partition load."""
@@ -364,6 +378,34 @@ class Lake:
         """The last load of the partition that did not reconcile, if no load has committed since."""
         path = self.rejected_path(table, day)
         return PartitionManifest.from_json(path.read_text()) if path.exists() else None
+
+    def watermark_path(self, table: str) -> Path:
+        return self.root / "manifests" / table / "watermark.json"
+
+    def read_watermark(self, table: str) -> Watermark | None:
+        path = self.watermark_path(table)
+        return Watermark(**json.loads(path.read_text())) if path.exists() else None
+
+    def advance_watermark(self, table: str, moment: datetime, run_id: str) -> Watermark:
+        """Move the table's watermark to `moment` (never backwards: a slower concurrent run cannot undo a
+        faster one)."""
+        path = self.watermark_path(table)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(
+            self.root / "locks" / table / "watermark.lock",
+            f"run {run_id} (pid {os.getpid()})",
+            self.lock_wait_seconds,
+            busy=lambda holder: TimeoutError(f"raw_{table}: the watermark is locked by {holder}"),
+            remove_when_released=True,
+        ):
+            current = self.read_watermark(table)
+            if current is not None and current.moment >= moment:
+                return current
+            mark = Watermark(table, moment.isoformat(), run_id, datetime.now(UTC).isoformat(timespec="seconds"))
+            tmp = path.with_name(f".{path.name}.{run_id}.tmp")
+            tmp.write_text(json.dumps(asdict(mark), indent=2))
+            os.replace(tmp, path)
+            return mark
 
     def partition_signatures(self) -> LakeIndex:
         """Every partition's signature: the (mtime, inode, size) of its manifest file, which each commit replaces

@@ -22,7 +22,6 @@ from lakes import CATALOG_PASSWORD, catalog_env, cluster_fixture, ducklake_fixtu
 
 from demo_source import DemoShopServer, Faults, ShopWorld
 from pipeline_project.ingest.assets import api_read, load_api_partition
-from pipeline_project.ingest.changes import advance_watermark, read_watermark
 from pipeline_project.ingest.loading import PartitionRead, load_partition
 from pipeline_project.ingest.reconcile import CONTROL_ENDPOINT, ControlFigures
 from pipeline_project.ingest.sources import ShopApiClient, day_filter
@@ -157,10 +156,10 @@ def test_rows_changed_behind_the_ledger_fail_verification(store, source):
 
 def test_the_watermark_never_moves_backwards(store):
     later, earlier = datetime(2026, 3, 15, 12), datetime(2026, 3, 15, 6)
-    assert read_watermark(store, TABLE) is None
-    assert advance_watermark(store, TABLE, later, "fast").since == later.isoformat()
-    assert advance_watermark(store, TABLE, earlier, "slow").run_id == "fast"
-    assert read_watermark(store, TABLE).moment == later
+    assert store.read_watermark(TABLE) is None
+    assert store.advance_watermark(TABLE, later, "fast").since == later.isoformat()
+    assert store.advance_watermark(TABLE, earlier, "slow").run_id == "fast"
+    assert store.read_watermark(TABLE).moment == later
 
 
 def test_a_change_capture_merge_carries_the_committed_rows(store, source):
