@@ -29,6 +29,7 @@ from pipeline_project.lake.catalog import connect
 from pipeline_project.lake.ducklake_store import DuckLakeStore
 from pipeline_project.lake.raw_store import Lake, PartitionBusy
 from pipeline_project.quality.contracts import RAW_CONTRACTS
+from pipeline_project.transform.dbt_days import changed_days
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -160,6 +161,18 @@ def test_the_watermark_never_moves_backwards(store):
     assert store.advance_watermark(TABLE, later, "fast").since == later.isoformat()
     assert store.advance_watermark(TABLE, earlier, "slow").run_id == "fast"
     assert store.read_watermark(TABLE).moment == later
+
+
+def test_a_recommitted_partition_changes_its_signature_and_no_other(store, source):
+    """What a dbt build takes in (`transform.dbt_days`): in both profiles, exactly the partitions committed
+    since the signatures were listed."""
+    other = DAY + timedelta(days=1)
+    assert load(store, source, "run-1").committed and load(store, source, "run-1", day=other).committed
+    listed = store.partition_signatures()
+    assert set(listed) == {(TABLE, DAY), (TABLE, other)}
+    assert changed_days(listed, store.partition_signatures()) == set()
+    assert load(store, source, "run-2").committed
+    assert changed_days(listed, store.partition_signatures()) == {DAY}
 
 
 def test_a_change_capture_merge_carries_the_committed_rows(store, source):
