@@ -2,14 +2,14 @@
 
 Two days of every table are committed to the DuckLake raw layer, `dbt build` (the project's own profile,
 production target) builds the marts from its tables and they equal the ground truth. Then a build of a
-broken copy of the project writes wrong marts; `python -m pipeline_project.lake.rollback marts --as-of
-<before the bad build>` puts back the marts of the last good build, in one transaction, raw layer untouched."""
+broken copy of the project writes wrong marts; `make rollback-marts AS_OF=<before the bad build>` (the runbook
+command in docs/deploy.md) puts back the marts of the last good build, in one transaction, raw layer untouched."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-import sys
 from datetime import UTC, date, datetime
 
 import pytest
@@ -72,9 +72,11 @@ def test_a_bad_mart_build_is_rolled_back_to_the_previous_snapshot(built, ducklak
     assert mart_contents(connection)["daily_revenue"] != good["daily_revenue"], "the bad build changed nothing"
     connection.close()
 
+    # The command docs/deploy.md gives the operator.
     rollback = subprocess.run(
-        [sys.executable, "-m", "pipeline_project.lake.rollback", "marts", "--as-of", before_bad_build.isoformat()],
-        env={**__import__("os").environ, **built["env"]},
+        ["make", "--no-print-directory", "rollback-marts", f"AS_OF={before_bad_build.isoformat()}"],
+        cwd=REPO,
+        env={**os.environ, **built["env"]},
         capture_output=True,
         text=True,
         timeout=120,
