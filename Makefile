@@ -70,9 +70,9 @@ stop: $(INSTALLED)
 test: $(MANIFEST)
 	$(BIN)/python -m pytest --ignore=tests/drills --ignore=tests/production
 
-# The quick lane: every test not marked `slow` (pyproject.toml lists the markers).
+# The quick lane: every test not marked `slow` (pyproject.toml lists the markers), one worker per core.
 test-fast: $(MANIFEST)
-	$(BIN)/python -m pytest -m "not slow" --ignore=tests/drills --ignore=tests/production
+	$(BIN)/python -m pytest -m "not slow" -n auto --ignore=tests/drills --ignore=tests/production
 
 # The runbooks followed step by step against a real make dev with each alert kind's fault injected.
 drills: $(MANIFEST)

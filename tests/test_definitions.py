@@ -50,6 +50,7 @@ def test_checks_cover_raw_tables_dbt_tests_and_mart_contracts():
     assert any(name.startswith("relationships_stg_orders") for name in dbt_tests)
 
 
+@pytest.mark.slow
 def test_loading_the_code_location_never_runs_dbt():
     probe = (
         "import subprocess\n"
@@ -68,6 +69,7 @@ def test_loading_the_code_location_never_runs_dbt():
     assert "loaded" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_import_guard_does_catch_dbt_under_the_dev_cli():
     """The guard above is only worth something if it trips when dbt does run (prepare_if_dev under dev)."""
     probe = (
@@ -125,6 +127,7 @@ print(os.environ["ALERT_DIR"])
 """
 
 
+@pytest.mark.slow
 def test_plain_dagster_dev_with_env_example_resolves_every_path_under_the_state_directory(tmp_path):
     """`dagster dev` without make, with `.env.example`'s (empty) values and another working directory: the
     code location applies the same defaults `make dev` does instead of paths relative to where it started."""

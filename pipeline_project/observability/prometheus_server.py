@@ -18,13 +18,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import yaml
 
-from pipeline_project.ops.wait import stop_process
+from pipeline_project.ops.wait import WaitTimeout, stop_process, wait_until
 
 PROMETHEUS_DIR = Path(__file__).resolve().parent / "prometheus"
 RULES = PROMETHEUS_DIR / "rules.yml"
@@ -82,18 +81,20 @@ class PrometheusServer:
     def start(self, timeout: float = 30.0) -> str:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(self.args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self.url
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"prometheus was not ready within {timeout:g} s: {self.log_path.read_text()[-2000:]}")
+        try:
+            wait_until(self._ready, timeout, "prometheus ready", interval=0.2)
+        except WaitTimeout as timed_out:
+            self.stop()
+            raise RuntimeError(f"{timed_out}: {self.log_path.read_text()[-2000:]}") from None
+        return self.url
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def api(self, path: str, **params) -> dict:
         response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
