@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from lakes import CATALOG_PASSWORD, catalog_env, cluster_fixture, ducklake_fixture  # noqa: F401  (fixtures)
+from lakes import CATALOG_PASSWORD, catalog_env
 
 from demo_source import DemoShopServer, Faults, ShopWorld
 from pipeline_project.ingest.assets import api_read, load_api_partition

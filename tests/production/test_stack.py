@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from lakes import CATALOG_PASSWORD, cluster_fixture, new_ducklake  # noqa: F401  (fixtures)
+from lakes import CATALOG_PASSWORD, new_ducklake
 from stack import REPO, Stack
 
 from demo_source import DemoShopServer, ShopWorld, write_landing_files

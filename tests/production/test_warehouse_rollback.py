@@ -13,7 +13,7 @@ import subprocess
 from datetime import UTC, date, datetime
 
 import pytest
-from lakes import CATALOG_PASSWORD, catalog_env, cluster_fixture, new_ducklake  # noqa: F401  (fixtures)
+from lakes import CATALOG_PASSWORD, catalog_env, new_ducklake
 from marts import REPO, dbt_build, load_days, mart_contents
 
 from demo_source import DemoShopServer, ShopWorld
