@@ -7,7 +7,7 @@
 {{
     config(
         unique_key='customer_id',
-        post_hook="{% if is_incremental() %}delete from {{ this }} where customer_id in (select customer_id from {{ ref('stg_customer_versions') }} where {{ in_run_days('_partition_date') }}) and customer_id not in (select customer_id from {{ ref('stg_customers') }}){% endif %}",
+        post_hook="{{ delete_entities_without_version('customer_id', 'stg_customer_versions', 'stg_customers') }}",
     )
 }}
 
@@ -21,9 +21,7 @@ order_days as (
 
 {% if is_incremental() %}
 touched as (
-    select customer_id from order_days where {{ in_run_days('order_date') }}
-    union
-    select customer_id from {{ ref('stg_customer_versions') }} where {{ in_run_days('_partition_date') }}
+    {{ touched_entities('customer_id', 'order_days', 'order_date', 'stg_customer_versions') }}
 ),
 {% endif %}
 

@@ -7,7 +7,7 @@
 {{
     config(
         unique_key='product_id',
-        post_hook="{% if is_incremental() %}delete from {{ this }} where product_id in (select product_id from {{ ref('stg_product_versions') }} where {{ in_run_days('_partition_date') }}) and product_id not in (select product_id from {{ ref('stg_products') }}){% endif %}",
+        post_hook="{{ delete_entities_without_version('product_id', 'stg_product_versions', 'stg_products') }}",
     )
 }}
 
@@ -21,9 +21,7 @@ product_days as (
 
 {% if is_incremental() %}
 touched as (
-    select product_id from product_days where {{ in_run_days('activity_date') }}
-    union
-    select product_id from {{ ref('stg_product_versions') }} where {{ in_run_days('_partition_date') }}
+    {{ touched_entities('product_id', 'product_days', 'activity_date', 'stg_product_versions') }}
 ),
 {% endif %}
 
