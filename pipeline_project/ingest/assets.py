@@ -26,10 +26,14 @@ import polars as pl
 from pipeline_project.catalog.partitions import daily_partitions
 from pipeline_project.catalog.policies import INGESTION_GROUP, SLA_CATALOGUE
 from pipeline_project.ingest.changes import CapturedChanges, read_changes
+from pipeline_project.ingest.extraction import ExtractStats
+from pipeline_project.ingest.landing_reader import iter_landing_batches
 from pipeline_project.ingest.landing_zone import LandingDay, LandingLinkError, read_rejections
+from pipeline_project.ingest.listing_filters import day_filter
 from pipeline_project.ingest.loading import LoadResult, PartitionRead, UnreconciledLoad, load_partition
 from pipeline_project.ingest.reconcile import Verdict
-from pipeline_project.ingest.sources import ExtractStats, ShopApiClient, SourceError, day_filter, iter_landing_batches
+from pipeline_project.ingest.source_errors import SourceError
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.raw_store import Lake, PartitionManifest, RawLayerFull
 from pipeline_project.quality.contracts import (
     API_TABLES,

@@ -49,7 +49,7 @@ configuration, not upstream's, and may be a link (a mount, say).
 A folder that is a link (or not a folder) fails the load with a `LandingLinkError` naming it, before anything
 is moved; claimed files stay where they are for the next load, once someone has removed the link. A file that
 is a link is rejected as `symlink`, in `incoming/` and in `archived/` alike. The one step that opens files by
-path is the reader (`sources.iter_landing_batches`, which refuses a link as the file itself): right before
+path is the reader (`landing_reader.iter_landing_batches`, which refuses a link as the file itself): right before
 every build the folders of the paths it gets are opened as above and each file checked to be a regular file,
 so a planted link is refused; a folder swapped for a link between that check and the read (a race by someone
 who can write the table folder) is not covered until the reader, too, opens files relative to a descriptor.
@@ -72,7 +72,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline_project.ingest.sources import UnreadableLandingFile
+from pipeline_project.ingest.landing_reader import UnreadableLandingFile
 from pipeline_project.lake.file_lock import exclusive_lock
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
