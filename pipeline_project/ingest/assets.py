@@ -27,8 +27,9 @@ from pipeline_project.catalog.partitions import daily_partitions
 from pipeline_project.catalog.policies import INGESTION_GROUP, SLA_CATALOGUE
 from pipeline_project.ingest.changes import CapturedChanges, read_changes
 from pipeline_project.ingest.extraction import ExtractStats
+from pipeline_project.ingest.landing_fs import LandingLinkError
 from pipeline_project.ingest.landing_reader import iter_landing_batches
-from pipeline_project.ingest.landing_zone import LandingDay, LandingLinkError, read_rejections
+from pipeline_project.ingest.landing_zone import LandingDay, read_rejections
 from pipeline_project.ingest.listing_filters import day_filter
 from pipeline_project.ingest.loading import LoadResult, PartitionRead, UnreconciledLoad, load_partition
 from pipeline_project.ingest.reconcile import Verdict
