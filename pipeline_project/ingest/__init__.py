@@ -3,5 +3,6 @@
 circuit breaker, the landing-file reader (`landing_reader`) and the batches both yield (`extraction`), the
 landing zone of dropped files (`landing_zone`) on file operations that never follow a link (`landing_fs`), one
 partition's load reconciled against the source's control figures (`loading`, `reconcile`), change capture by
-watermark (`changes`), and the ingestion assets, checks and landing-file sensor built on them (`assets`,
-`sensors`)."""
+watermark (`changes`), and what is built on them: the ingestion assets (`assets`) of the API tables
+(`api_assets`) and of the landing tables (`landing_assets`), what they share (`ingestion_step`), their checks
+(`asset_checks`) and the landing-file sensor (`sensors`)."""

@@ -15,7 +15,9 @@ from polars.testing import assert_frame_equal
 from demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
 from demo_source.server import LATE_ARRIVAL_DELAY
 from pipeline_project.definitions import defs
-from pipeline_project.ingest.assets import API_TABLES, api_read, raw_asset_key, reconciliation_result
+from pipeline_project.ingest.api_assets import api_read
+from pipeline_project.ingest.asset_checks import raw_asset_key, reconciliation_result
+from pipeline_project.ingest.assets import API_TABLES
 from pipeline_project.ingest.circuit_breaker import CircuitBreaker
 from pipeline_project.ingest.extraction import observed_frame
 from pipeline_project.ingest.landing_reader import iter_landing_batches

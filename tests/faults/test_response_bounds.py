@@ -18,7 +18,7 @@ from datetime import date
 import pytest
 from misbehaving_source import MisbehavingSource, Misbehaviour
 
-from pipeline_project.ingest.assets import load_api_partition
+from pipeline_project.ingest.api_assets import load_api_partition
 from pipeline_project.ingest.extraction import ExtractStats
 from pipeline_project.ingest.listing_filters import day_filter
 from pipeline_project.ingest.source_errors import SourceError

@@ -21,7 +21,7 @@ import pytest
 from lakes import CATALOG_PASSWORD, catalog_env, cluster_fixture, ducklake_fixture  # noqa: F401  (fixtures)
 
 from demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingest.assets import api_read, load_api_partition
+from pipeline_project.ingest.api_assets import api_read, load_api_partition
 from pipeline_project.ingest.listing_filters import day_filter
 from pipeline_project.ingest.loading import PartitionRead, load_partition
 from pipeline_project.ingest.reconcile import CONTROL_ENDPOINT, ControlFigures
