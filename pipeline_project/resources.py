@@ -19,7 +19,8 @@ from pydantic import Field, PrivateAttr
 
 from pipeline_project.ingest.circuit_breaker import CircuitBreaker
 from pipeline_project.ingest.landing_zone import DEFAULT_MAX_FILE_BYTES
-from pipeline_project.ingest.sources import CONTROL_MODES, DIMENSION_MODES, ShopApiClient, source_host
+from pipeline_project.ingest.listing_filters import DIMENSION_MODES
+from pipeline_project.ingest.sources import CONTROL_MODES, ShopApiClient, source_host
 from pipeline_project.lake.catalog import PROFILES, DuckLakeSettings
 from pipeline_project.lake.catalog import connect as connect_ducklake
 from pipeline_project.lake.raw_store import Lake

@@ -15,7 +15,9 @@ import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 
 from pipeline_project.ingest.circuit_breaker import CircuitBreaker, CircuitOpenError
-from pipeline_project.ingest.sources import ExtractStats, ShopApiClient, SourceError
+from pipeline_project.ingest.extraction import ExtractStats
+from pipeline_project.ingest.source_errors import SourceError
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.quality.contracts import RAW_CONTRACTS
 
 DAY = date(2026, 3, 14)

@@ -9,7 +9,7 @@ from datetime import date, datetime, time
 import polars as pl
 import pytest
 
-from pipeline_project.ingest.sources import ExtractStats
+from pipeline_project.ingest.extraction import ExtractStats
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import RAW_CONTRACTS
 from pipeline_project.resources import WarehouseResource

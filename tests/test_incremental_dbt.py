@@ -24,9 +24,12 @@ import pytest
 from dagster._core.events import DagsterEventType
 
 from demo_source import DemoShopServer, ShopWorld, write_landing_files
-from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES, load_api_partition, load_landing_partition
+from pipeline_project.ingest.api_assets import load_api_partition
+from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES
+from pipeline_project.ingest.extraction import ExtractStats
+from pipeline_project.ingest.landing_assets import load_landing_partition
 from pipeline_project.ingest.landing_zone import DEFAULT_MAX_FILE_BYTES
-from pipeline_project.ingest.sources import ExtractStats, ShopApiClient
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.quality.contracts import RAW_CONTRACTS
 from pipeline_project.resources import LakeResource, WarehouseResource, dbt_resource

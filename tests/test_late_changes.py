@@ -19,9 +19,12 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
 from pipeline_project.definitions import defs
-from pipeline_project.ingest.assets import api_read, ingestion_assets, raw_asset_key
+from pipeline_project.ingest.api_assets import api_read
+from pipeline_project.ingest.asset_checks import raw_asset_key
+from pipeline_project.ingest.assets import ingestion_assets
+from pipeline_project.ingest.listing_filters import day_filter
 from pipeline_project.ingest.loading import load_partition
-from pipeline_project.ingest.sources import ShopApiClient, day_filter
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import API_TABLES, RAW_CONTRACTS
 from pipeline_project.resources import ShopApiResource

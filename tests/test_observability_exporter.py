@@ -24,7 +24,7 @@ from demo_source import DemoShopServer, Faults, ShopWorld
 from pipeline_project.alerting.delivery import DeliveryReport, write_heartbeat
 from pipeline_project.alerting.outbox import Outbox
 from pipeline_project.alerting.signals import delivery_failing_signal
-from pipeline_project.ingest.assets import build_api_ingestion_asset
+from pipeline_project.ingest.api_assets import build_api_ingestion_asset
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.observability.exporter import ExporterSettings, SettingError, build_registry
 from pipeline_project.observability.process import ExporterProcess

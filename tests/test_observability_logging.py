@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from demo_source import Faults
-from pipeline_project.ingest.assets import build_api_ingestion_asset
+from pipeline_project.ingest.api_assets import build_api_ingestion_asset
 from pipeline_project.observability.logging import RUNS_LOG_FILE, JsonFormatter, JsonLinesHandler, configure_logging
 from pipeline_project.resources import LakeResource, ShopApiResource
 from pipeline_project.settings import REPO_ROOT

@@ -34,7 +34,7 @@ from pipeline_project.alerting.alert import (
 from pipeline_project.alerting.channels.log import LogChannel
 from pipeline_project.alerting.outbox import Outbox, Signal
 from pipeline_project.alerting.signals import delivery_failing_signal
-from pipeline_project.ingest.assets import build_api_ingestion_asset
+from pipeline_project.ingest.api_assets import build_api_ingestion_asset
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.ops.oncall.cli import main
 from pipeline_project.ops.oncall.common import export_source_settings
@@ -424,7 +424,7 @@ def test_env_of_an_incident_exports_what_its_alert_carries(state, capsys):
 KILLED_WRITER = """
 import sys
 import dagster as dg
-from pipeline_project.ingest.assets import build_api_ingestion_asset
+from pipeline_project.ingest.api_assets import build_api_ingestion_asset
 from pipeline_project.resources import LakeResource, ShopApiResource
 url, token, lake, day = sys.argv[1:]
 dg.materialize(

@@ -13,7 +13,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.definitions import defs
-from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES, raw_asset_key
+from pipeline_project.ingest.asset_checks import raw_asset_key
+from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import MART_CONTRACTS, RAW_CONTRACTS
 from pipeline_project.quality.mart_checks import build_mart_contract_check

@@ -1,6 +1,6 @@
 """The one partitioning scheme of the pipeline: UTC days, the last complete day being the newest partition.
 
-A partition holds the records whose business day it is (see `sources`), and every extraction of a partition
+A partition holds the records whose business day it is (see `listing_filters`), and every extraction of a partition
 re-reads that whole day and replaces it. Records can reach the source after their day was first extracted,
 so the daily schedule re-extracts the last `LOOKBACK_DAYS` days: a record up to that many days late lands
 in its own partition without anyone acting; a later one needs a backfill of its day.

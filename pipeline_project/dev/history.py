@@ -33,7 +33,7 @@ def _day_tables(world, day: date) -> dict[str, list]:
 
 def _write_days(args: tuple[str, float, list[date]]) -> int:
     from demo_source import ShopWorld
-    from pipeline_project.ingest.sources import ExtractStats
+    from pipeline_project.ingest.extraction import ExtractStats
     from pipeline_project.lake.raw_store import Lake
     from pipeline_project.quality.contracts import RAW_CONTRACTS
 

@@ -31,7 +31,9 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 
-from pipeline_project.ingest.sources import ExtractStats, ShopApiClient, changes_filter
+from pipeline_project.ingest.extraction import ExtractStats
+from pipeline_project.ingest.listing_filters import changes_filter
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import RawTableContract
 

@@ -34,22 +34,14 @@ Empty files are accepted: an empty JSON-lines file holds no records (the demo so
 window). Every rejection writes a reason file: reason, detail, file, size, sha256, first bad line, run id,
 time; unsafe names are stored as `unsafe-name-<hash>`, the original name being kept in the reason file.
 
-Links. Upstream writes below LANDING_DIR, so nothing there is trusted to be what its path says: a symbolic
-link planted as the table folder, a stage folder (`incoming/`, `processing/`, `archived/`, `rejected/`), a
-day's folder, a run's claim folder, the lock file or a file must never make a load read, write, rename, list
-or delete anything elsewhere. So every operation here is relative to directory descriptors: from LANDING_DIR
-down, each folder is opened with `O_DIRECTORY | O_NOFOLLOW` relative to its parent's descriptor, and entries
-are listed, hashed, created (`O_CREAT | O_EXCL | O_NOFOLLOW`), renamed and removed (`shutil.rmtree` with
-`dir_fd` for a rejected folder) relative to the descriptor of their folder. A link anywhere on the way makes
-the operation fail instead of following it. We chose descriptors over checking each component with `lstat`
-and then using the path, because a check and a later use by path are two steps, and a link swapped in
-between them defeats the check; an open descriptor cannot be redirected. LANDING_DIR itself is
-configuration, not upstream's, and may be a link (a mount, say).
+Links. Upstream writes below LANDING_DIR, so nothing there is trusted to be what its path says: every
+operation here is relative to directory descriptors opened without following a link (`landing_fs` says how,
+and why descriptors rather than checked paths).
 
 A folder that is a link (or not a folder) fails the load with a `LandingLinkError` naming it, before anything
 is moved; claimed files stay where they are for the next load, once someone has removed the link. A file that
 is a link is rejected as `symlink`, in `incoming/` and in `archived/` alike. The one step that opens files by
-path is the reader (`sources.iter_landing_batches`, which refuses a link as the file itself): right before
+path is the reader (`landing_reader.iter_landing_batches`, which refuses a link as the file itself): right before
 every build the folders of the paths it gets are opened as above and each file checked to be a regular file,
 so a planted link is refused; a folder swapped for a link between that check and the read (a race by someone
 who can write the table folder) is not covered until the reader, too, opens files relative to a descriptor.
@@ -57,13 +49,11 @@ who can write the table folder) is not covered until the reader, too, opens file
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
 import os
 import re
-import shutil
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -72,7 +62,19 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline_project.ingest.sources import UnreadableLandingFile
+from pipeline_project.ingest.landing_fs import (
+    LandingLinkError,
+    closing,
+    lstat,
+    open_child,
+    open_folder,
+    opened_folder,
+    read_regular,
+    refusal,
+    remove,
+    sha256_of_regular_file,
+)
+from pipeline_project.ingest.landing_reader import UnreadableLandingFile
 from pipeline_project.lake.file_lock import exclusive_lock
 
 DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -81,8 +83,6 @@ REASON_SUFFIX = ".reason.json"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]{0,199}\.jsonl$")
 SAFE_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 SAFE_TABLE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
-FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 Loaded = TypeVar("Loaded")
 
@@ -100,11 +100,6 @@ class LandingDayBusy(Exception):
     """Another live process is loading the same table and day."""
 
 
-class LandingLinkError(ValueError):
-    """A path of the landing lifecycle is a symbolic link, or not the kind of entry it must be: refused,
-    never followed (see "Links" in the module docstring)."""
-
-
 @dataclass(frozen=True)
 class Rejection:
     """What `<name>.reason.json` records about a refused file."""
@@ -119,131 +114,16 @@ class Rejection:
     rejected_at: str
 
 
-# ------------------------------------------------------------------ descriptor-relative file operations
-
-
-def _lstat(folder: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=folder, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _refusal(path: Path, parent: int, name: str, kind: str = "folder") -> LandingLinkError:
-    info = _lstat(parent, name)
-    what = "a symbolic link" if info is not None and stat.S_ISLNK(info.st_mode) else f"not a {kind}"
-    return LandingLinkError(f"{path} is {what}; landing paths are never followed")
-
-
-def _open_child(parent: int, name: str, path: Path, create: bool = False) -> int | None:
-    """The folder `name` in the folder open as `parent`, opened without following a link; None if it does not
-    exist and `create` is false. `path` is what an error calls it."""
-    while True:
-        try:
-            return os.open(name, FOLDER_FLAGS, dir_fd=parent)
-        except FileNotFoundError:
-            if not create:
-                return None
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(name, 0o755, dir_fd=parent)
-        except OSError as error:
-            if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise _refusal(path, parent, name) from None
-            raise
-
-
-def _open_folder(root: Path, parts: tuple[str, ...], create: bool = False) -> int | None:
-    """A descriptor of `root/parts...`, each part opened relative to the one before without following a link
-    (`root`, the configured LANDING_DIR, is opened as it is); None if a part is missing and `create` is false."""
-    if create:
-        os.makedirs(root, exist_ok=True)
-    try:
-        folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    path = Path(root)
-    try:
-        for part in parts:
-            path = path / part
-            child = _open_child(folder, part, path, create)
-            os.close(folder)
-            folder = child
-            if folder is None:
-                return None
-    except BaseException:
-        if folder is not None:
-            os.close(folder)
-        raise
-    return folder
-
-
-@contextmanager
-def _folder(root: Path, parts: tuple[str, ...], create: bool = False) -> Iterator[int | None]:
-    folder = _open_folder(root, parts, create)
-    try:
-        yield folder
-    finally:
-        if folder is not None:
-            os.close(folder)
-
-
-def _closing(stack: ExitStack, descriptor: int | None) -> int | None:
-    if descriptor is not None:
-        stack.callback(os.close, descriptor)
-    return descriptor
-
-
-def _read_regular(folder: int, name: str, path: Path) -> bytes:
-    try:
-        descriptor = os.open(name, FILE_FLAGS, dir_fd=folder)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise _refusal(path, folder, name, "regular file") from None
-        raise
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise LandingLinkError(f"{path} is not a regular file; landing paths are never followed")
-        return handle.read()
-
-
-def _sha256_of_regular_file(folder: int, name: str) -> str | None:
-    try:
-        descriptor = os.open(name, FILE_FLAGS, dir_fd=folder)
-    except OSError:
-        return None
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None
-        digest = hashlib.sha256()
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-        return digest.hexdigest()
-
-
-def _remove(folder: int, name: str) -> None:
-    """Remove an entry (a rejected folder with all it holds); a link is removed itself, never followed."""
-    info = _lstat(folder, name)
-    if info is None:
-        return
-    if stat.S_ISDIR(info.st_mode):
-        shutil.rmtree(name, dir_fd=folder)
-    else:
-        os.unlink(name, dir_fd=folder)
-
-
-# --------------------------------------------------------------------------------------- the lifecycle
-
-
 def incoming_days(landing_dir: Path, table: str) -> list[str]:
     """The names in the table's `incoming/` folder (a day's folder each, if upstream follows the layout)."""
-    with _folder(Path(landing_dir), (table, "incoming")) as folder:
+    with opened_folder(Path(landing_dir), (table, "incoming")) as folder:
         return sorted(os.listdir(folder)) if folder is not None else []
 
 
 def incoming_files(landing_dir: Path, table: str, day: date) -> list[Path]:
     """What a load of the day would claim now (everything in its incoming folder but in-flight uploads)."""
     key = day.isoformat()
-    with _folder(Path(landing_dir), (table, "incoming", key)) as folder:
+    with opened_folder(Path(landing_dir), (table, "incoming", key)) as folder:
         if folder is None:
             return []
         path = Path(landing_dir) / table / "incoming" / key
@@ -254,7 +134,7 @@ def read_rejections(landing_dir: Path, table: str, day: date) -> list[Rejection]
     """The reason files of the day's rejected files; a reason file that is a link (or not a file) is not read
     but reported as a rejection of its own, `unreadable_reason_file`, naming it."""
     key = day.isoformat()
-    with _folder(Path(landing_dir), (table, "rejected", key)) as folder:
+    with opened_folder(Path(landing_dir), (table, "rejected", key)) as folder:
         if folder is None:
             return []
         path = Path(landing_dir) / table / "rejected" / key
@@ -263,7 +143,7 @@ def read_rejections(landing_dir: Path, table: str, day: date) -> list[Rejection]
             if not name.endswith(REASON_SUFFIX) or name.startswith("."):
                 continue
             try:
-                found.append(Rejection(**json.loads(_read_regular(folder, name, path / name))))
+                found.append(Rejection(**json.loads(read_regular(folder, name, path / name))))
             except LandingLinkError as refused:
                 file = name.removesuffix(REASON_SUFFIX)
                 found.append(Rejection("unreadable_reason_file", str(refused), file, None, None, None, "", ""))
@@ -301,7 +181,7 @@ class LandingDay:
         return folder.relative_to(self.root).parts
 
     def _folder(self, folder: Path, create: bool = False):
-        return _folder(self.root, self._parts(folder), create)
+        return opened_folder(self.root, self._parts(folder), create)
 
     @contextmanager
     def locked(self, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[LandingDay]:
@@ -336,21 +216,21 @@ class LandingDay:
                 pass
         with self._folder(self.processing_root) as processing:
             for name in sorted(os.listdir(processing)) if processing is not None else []:
-                info = _lstat(processing, name)
+                info = lstat(processing, name)
                 if info is not None and stat.S_ISLNK(info.st_mode):
-                    raise _refusal(self.processing_root / name, processing, name)
+                    raise refusal(self.processing_root / name, processing, name)
 
     def claim(self) -> None:
         """Take over the day's orphaned and incoming files into this run's folder and reject the unfit ones."""
         self.check_folders()  # before anything moves
         with ExitStack() as stack:
-            day = _closing(stack, _open_folder(self.root, self._parts(self.processing_root), create=True))
-            claimed = _closing(stack, _open_child(day, self.run_id, self.processing, create=True))
+            day = closing(stack, open_folder(self.root, self._parts(self.processing_root), create=True))
+            claimed = closing(stack, open_child(day, self.run_id, self.processing, create=True))
             for name in sorted(os.listdir(day)):
-                info = _lstat(day, name)
+                info = lstat(day, name)
                 if name == self.run_id or info is None or not stat.S_ISDIR(info.st_mode):
                     continue  # a link here was refused by check_folders; the lock file is not in this folder
-                orphan = _open_child(day, name, self.processing_root / name)
+                orphan = open_child(day, name, self.processing_root / name)
                 if orphan is None:
                     continue
                 try:
@@ -360,7 +240,7 @@ class LandingDay:
                     os.close(orphan)
                 if empty:
                     os.rmdir(name, dir_fd=day)
-            incoming = _closing(stack, _open_folder(self.root, self._parts(self.incoming)))
+            incoming = closing(stack, open_folder(self.root, self._parts(self.incoming)))
             if incoming is not None:
                 self._move_all(incoming, claimed, skip=is_in_flight)
             os.fsync(claimed)
@@ -371,7 +251,7 @@ class LandingDay:
     def _move_all(source: int, target: int, skip: Callable[[str], bool] = lambda name: False) -> None:
         """Rename every entry into this run's folder; one already claimed under that name waits for the next load."""
         for name in sorted(os.listdir(source)):
-            if skip(name) or _lstat(target, name) is not None:
+            if skip(name) or lstat(target, name) is not None:
                 continue
             try:
                 os.rename(name, name, src_dir_fd=source, dst_dir_fd=target)  # a link is moved, never followed
@@ -379,7 +259,7 @@ class LandingDay:
                 continue  # upstream withdrew it between the listing and the rename
 
     def _screen(self, folder: int, name: str) -> None:
-        info = _lstat(folder, name)
+        info = lstat(folder, name)
         if info is None:
             return
         if stat.S_ISLNK(info.st_mode):
@@ -398,7 +278,7 @@ class LandingDay:
         folders that are not links (see "Links" in the module docstring)."""
         with self._folder(self.archived) as archived:
             for name in sorted(os.listdir(archived)) if archived is not None else []:
-                info = _lstat(archived, name)
+                info = lstat(archived, name)
                 if info is not None and stat.S_ISLNK(info.st_mode):
                     self._reject(archived, name, "symlink", "a symbolic link in archived/; links are never followed")
                 elif info is not None and not stat.S_ISREG(info.st_mode):
@@ -434,17 +314,17 @@ class LandingDay:
 
     def _archive(self) -> None:
         with ExitStack() as stack:
-            processing = _closing(stack, _open_folder(self.root, self._parts(self.processing_root.parent)))
-            day = _closing(stack, _open_child(processing, self.key, self.processing_root))
-            claimed = _closing(stack, _open_child(day, self.run_id, self.processing))
+            processing = closing(stack, open_folder(self.root, self._parts(self.processing_root.parent)))
+            day = closing(stack, open_child(processing, self.key, self.processing_root))
+            claimed = closing(stack, open_child(day, self.run_id, self.processing))
             names = sorted(os.listdir(claimed))
             if names:
-                archived = _closing(stack, _open_folder(self.root, self._parts(self.archived), create=True))
-                rejected = _closing(stack, _open_folder(self.root, self._parts(self.rejected)))
+                archived = closing(stack, open_folder(self.root, self._parts(self.archived), create=True))
+                rejected = closing(stack, open_folder(self.root, self._parts(self.rejected)))
                 for name in names:
                     os.replace(name, name, src_dir_fd=claimed, dst_dir_fd=archived)
                     for superseded in (name, f"{name}{REASON_SUFFIX}") if rejected is not None else ():
-                        _remove(rejected, superseded)
+                        remove(rejected, superseded)
                 os.fsync(archived)
             os.rmdir(self.run_id, dir_fd=day)
             if not os.listdir(day):
@@ -469,7 +349,7 @@ class LandingDay:
             detail=detail,
             file=name,
             size=info.st_size,
-            sha256=_sha256_of_regular_file(folder, name) if stat.S_ISREG(info.st_mode) else None,
+            sha256=sha256_of_regular_file(folder, name) if stat.S_ISREG(info.st_mode) else None,
             first_bad_line=first_bad_line,
             run_id=self.run_id,
             rejected_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -477,14 +357,14 @@ class LandingDay:
         with self._folder(self.rejected, create=True) as rejected:
             reason_name = f"{stored}{REASON_SUFFIX}"
             temporary = f".{reason_name}.{self.run_id}.tmp"
-            _remove(rejected, temporary)  # left by a crashed attempt of this run
+            remove(rejected, temporary)  # left by a crashed attempt of this run
             descriptor = os.open(
                 temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=rejected
             )
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(json.dumps(asdict(rejection), indent=2))
             os.replace(temporary, reason_name, src_dir_fd=rejected, dst_dir_fd=rejected)
-            _remove(rejected, stored)  # an earlier rejected delivery of the same name
+            remove(rejected, stored)  # an earlier rejected delivery of the same name
             os.rename(name, stored, src_dir_fd=folder, dst_dir_fd=rejected)
             os.fsync(rejected)
         self.rejections.append(rejection)

@@ -27,8 +27,9 @@ import orjson
 import polars as pl
 
 from pipeline_project import fault_points
+from pipeline_project.ingest.extraction import ExtractStats
 from pipeline_project.ingest.reconcile import LANDING_LINES, AccountedFigures, ControlFigures, Verdict, compare, locate
-from pipeline_project.ingest.sources import BrokenListing, ExtractStats
+from pipeline_project.ingest.source_errors import BrokenListing
 from pipeline_project.lake.dedupe import ARRIVAL
 from pipeline_project.lake.raw_store import Lake, PartitionManifest, PartitionWriter
 from pipeline_project.quality.contracts import QUARANTINE_REASON, REJECTED_VALUES, RawTableContract, split_batch

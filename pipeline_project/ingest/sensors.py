@@ -10,8 +10,10 @@ from datetime import date
 import dagster as dg
 
 from pipeline_project.catalog.partitions import daily_partitions
-from pipeline_project.ingest.assets import LANDING_TABLES, raw_asset_key
-from pipeline_project.ingest.landing_zone import LandingLinkError, incoming_days, incoming_files
+from pipeline_project.ingest.asset_checks import raw_asset_key
+from pipeline_project.ingest.assets import LANDING_TABLES
+from pipeline_project.ingest.landing_fs import LandingLinkError
+from pipeline_project.ingest.landing_zone import incoming_days, incoming_files
 from pipeline_project.resources import LandingResource
 
 

@@ -1,24 +1,11 @@
-"""Sources: how records leave the upstream systems, as polars batches of bounded size.
+"""The shop API client (`ShopApiClient`): how records leave the shop's REST API (customers, products, orders,
+order items, payments), read page by page with keyset pagination, as batches of bounded size (`extraction`).
 
-Two kinds of source feed the pipeline: the shop's REST API (customers, products, orders, order items,
-payments), read page by page with keyset pagination, and web-event landing files (JSON lines) dropped into
-a landing directory. Both yield batches of at most `batch_rows` rows so memory does not grow with the size
-of a partition. Batches keep the columns and types the source sent (polars infers them from every value),
-so that ingestion can compare them with their contract (`schema_drift`). Nothing here writes anywhere;
-ingestion decides what to keep.
-
-How a day is fetched, so that late records land in the right partition and nothing is lost at a page cut:
-- A partition is a business day. Fact tables are asked for by their business date (`date=`: the day of
-  `ordered_at` / `paid_at`), changing dimensions by the day their version was written (`updated_since` /
-  `updated_before`); see `day_filter`. An order placed on D is in partition D whenever it reaches the
-  source, never in the day it arrived.
-- No cursor survives a run: every extraction of a partition re-reads that whole day and the raw layer
-  replaces the partition. A record that reached the source after D was first extracted is picked up by the
-  next extraction of D, which the daily schedule does for the last `partitions.LOOKBACK_DAYS` days.
-- Within one extraction the client follows the source's opaque `next_cursor` and never builds a cursor
-  from timestamps, so records sharing an `updated_at` across a page cut cannot be skipped (the classic
-  `updated_at > last_seen` loss). A source whose cursor overlaps at a cut re-sends records: they are
-  counted as fetched and dropped by primary key before the commit (`dedupe`, latest `updated_at` wins).
+Which records a partition is asked for is decided by `listing_filters`. Within one extraction the client
+follows the source's opaque `next_cursor` and never builds a cursor from timestamps, so records sharing an
+`updated_at` across a page cut cannot be skipped (the classic `updated_at > last_seen` loss). A source whose
+cursor overlaps at a cut re-sends records: they are counted as fetched and dropped by primary key before the
+commit (`dedupe`, latest `updated_at` wins).
 
 What a page must be, so that a partition is never committed from a partial or misread listing:
 - A JSON object (`Content-Type: application/json`) with `data` (a list of objects), `next_cursor` (a string,
@@ -30,6 +17,9 @@ What a page must be, so that a partition is never committed from a partial or mi
   partition fails (retryably: a listing that changed while it was read is complete on the next try).
   "Zero records reported and zero fetched" is a complete, empty day.
 
+How a body is read and judged is `api_responses`; how a failure is reported and whether it is retried is
+`source_errors`.
+
 A circuit breaker (`circuit_breaker`) sits in front of every request: when the source keeps failing,
 requests fail fast with a message that says so instead of reaching it. Every request is bounded by the
 client's timeouts and every page by its attempts, so a source that stalls fails the partition in bounded
@@ -38,144 +28,40 @@ time.
 
 from __future__ import annotations
 
-import errno
-import itertools
 import logging
-import os
-import stat
-import zlib
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as time_of_day
+from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from time import monotonic
-from types import NoneType
 from urllib.parse import urlencode
 
 import httpx
-import orjson
 import polars as pl
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from pipeline_project import secrets  # noqa: F401  (scrubs the URLs httpx logs)
+from pipeline_project.ingest.api_responses import DECOMPRESSORS, control_body, listing_page
 from pipeline_project.ingest.circuit_breaker import CircuitBreaker, CircuitOpenError
+from pipeline_project.ingest.extraction import ExtractStats, observed_frame
+from pipeline_project.ingest.listing_filters import DIMENSION_MODES, day_filter
 from pipeline_project.ingest.reconcile import CONTROL_ENDPOINT, KEY_LISTING, ControlFigures, key_text
-from pipeline_project.quality.contracts import (
-    BATCH_ROWS,
-    BUSINESS_DATE,
-    DAILY_VERSIONS,
-    RAW_CONTRACTS,
-    RawTableContract,
+from pipeline_project.ingest.source_errors import (
+    BrokenListing,
+    ResponseDeadlineExceeded,
+    RetryAfterOrBackoff,
+    SourceError,
+    StatusError,
+    UnexpectedResponse,
+    UnreadableBody,
+    is_transient,
 )
+from pipeline_project.quality.contracts import BATCH_ROWS, RawTableContract
 
 log = logging.getLogger(__name__)
 
-DATE_FILTERED = {name for name, contract in RAW_CONTRACTS.items() if contract.day_selection == BUSINESS_DATE}
-UPDATED_FILTERED = {name for name, contract in RAW_CONTRACTS.items() if contract.day_selection == DAILY_VERSIONS}
-# What the source keeps of its dimensions (customers, products): a version per day, or the current state only.
-DIMENSION_MODES = ("daily_versions", "current_state")
 # Where the control figures of a listing come from (see `reconcile`).
 CONTROL_MODES = {"endpoint": CONTROL_ENDPOINT, "key_listing": KEY_LISTING}
-
-
-class SourceError(Exception):
-    """The source could not be read completely; the message names the endpoint, never a credential.
-
-    `retryable` says whether trying again later can help (an outage, a timeout) or cannot (a rejected
-    token, a bad request).
-    """
-
-    def __init__(self, message: str, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-class ResponseDeadlineExceeded(httpx.TimeoutException):
-    """The whole response did not arrive in time (each read did): a transient failure, retried like a timeout."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
-
-def _identity():
-    return lambda data, limit: [data]
-
-
-def _inflating(wbits: int):
-    """A decompressor that never produces more than `limit` bytes from one call (a bomb stops at the cap)."""
-    decompressor = zlib.decompressobj(wbits)
-
-    def decompress(data: bytes, limit: int) -> Iterator[bytes]:
-        while data:
-            chunk = decompressor.decompress(data, limit)
-            yield chunk
-            if len(chunk) >= limit:
-                return  # the caller refuses the body: it is over the cap
-            data = decompressor.unconsumed_tail
-
-    return decompress
-
-
-_DECOMPRESSORS = {
-    "identity": _identity,
-    "gzip": lambda: _inflating(16 + zlib.MAX_WBITS),
-    "deflate": lambda: _inflating(zlib.MAX_WBITS),
-}
 ERROR_DETAIL_CHARS = 200
-
-
-class BrokenListing(SourceError):
-    """A listing that contradicts itself while it is read (a cursor that does not advance or cycles, more pages
-    than its total allows, a total that changes): what was read cannot be complete, so the load is rejected and
-    reconciliation says why."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=True)
-
-
-class UnreadableBody(Exception):
-    """A 200 whose body is not complete JSON (cut short by the upstream or a proxy): worth another attempt."""
-
-
-class UnexpectedResponse(Exception):
-    """A 200 that is not a listing page (wrong content type or shape): another attempt would get the same."""
-
-
-class StatusError(Exception):
-    """An answer other than 200: its status, headers (for Retry-After) and body (for the error message)."""
-
-    def __init__(self, status: int, headers: httpx.Headers, content: bytes) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
-        self.headers = headers
-        self.content = content
-
-
-def _is_transient(error: BaseException) -> bool:
-    if isinstance(error, httpx.TransportError | UnreadableBody):
-        return True
-    if isinstance(error, StatusError):
-        return error.status == 429 or error.status >= 500
-    return False
-
-
-def _retry_after_seconds(error: BaseException | None) -> float | None:
-    """The server's Retry-After (delta-seconds or an HTTP date) on a 429/503, if it sent one."""
-    if not isinstance(error, StatusError):
-        return None
-    value = error.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-        except (TypeError, ValueError):
-            return None
 
 
 def _log_retry(retry_state: RetryCallState) -> None:
@@ -191,94 +77,10 @@ def _log_retry(retry_state: RetryCallState) -> None:
     )
 
 
-class RetryAfterOrBackoff:
-    """Tenacity wait: honour the server's Retry-After, capped, else exponential backoff with jitter."""
-
-    def __init__(self, backoff, max_retry_after_seconds: float) -> None:
-        self.backoff = backoff
-        self.max_retry_after_seconds = max_retry_after_seconds
-
-    def __call__(self, retry_state) -> float:
-        retry_after = _retry_after_seconds(retry_state.outcome.exception() if retry_state.outcome else None)
-        if retry_after is not None:
-            return min(retry_after, self.max_retry_after_seconds)
-        return self.backoff(retry_state)
-
-
-@dataclass
-class ExtractStats:
-    """What one extraction saw, for the load ledger."""
-
-    source_reported_count: int | None = None  # the listing's `total`: a claim, compared but never trusted
-    fetched_count: int = 0  # records (or landing lines) received, copies and bad lines included
-    pages: int = 0
-    bytes_read: int = 0
-    files: list[str] = field(default_factory=list)
-    source: str = ""  # where the batch being read comes from: the endpoint or the landing file
-    bad_lines: list[BadLine] = field(default_factory=list)  # landing lines that are not records, to quarantine
-
-
 def source_host(base_url: str) -> str:
     """host:port of a base URL: what messages may name (never a path, query string or userinfo)."""
     url = httpx.URL(base_url)
     return f"{url.host}:{url.port}" if url.port else url.host
-
-
-def iso_z(moment: datetime) -> str:
-    """A naive-UTC or aware datetime as the API's timestamp text (second precision, `Z`)."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def day_filter(table: str, day: date, dimensions: str = "daily_versions") -> dict[str, str]:
-    """The listing filter that selects one partition of `table`.
-
-    Fact tables: their business date. Dimensions with a version per day: the versions written during the
-    day. Dimensions kept as current state only: every record changed since the day began, in its current
-    version, because the source no longer knows the day's version of a record changed later; so a re-read
-    of the day can only gain records, and none ever disappears from the raw layer.
-    """
-    if table in DATE_FILTERED:
-        return {"date": day.isoformat()}
-    if table in UPDATED_FILTERED:
-        start = datetime.combine(day, time_of_day.min)
-        if dimensions == "current_state":
-            return {"updated_since": iso_z(start)}
-        return {"updated_since": iso_z(start), "updated_before": iso_z(start + timedelta(days=1))}
-    raise ValueError(f"table {table!r} is not served by the shop API")
-
-
-def changes_filter(since: datetime, before: datetime) -> dict[str, str]:
-    """The listing filter of the records whose current version changed in [since, before)."""
-    return {"updated_since": iso_z(since), "updated_before": iso_z(before)}
-
-
-def observed_frame(records: list[dict]) -> pl.DataFrame:
-    """Records as the source sent them: every key any record has is a column, typed from all its values.
-
-    A column whose non-null values are of more than one JSON type (a string among numbers, an object among
-    strings) is an Object column of the values as sent: polars would cast them to a common type (1 -> "1",
-    true -> 1) or set the misfits to null, and `schema_drift` judges such values one by one.
-    """
-    json_types: set[tuple[str, type]] = set()
-    for record in records:
-        json_types.update(zip(record, map(type, record.values()), strict=True))
-    types_per_column = Counter(name for name, json_type in json_types if json_type is not NoneType)
-    mixed = {name for name, count in types_per_column.items() if count > 1}
-    if not mixed:
-        return pl.DataFrame(records, infer_schema_length=None)
-    # Polars infers a type for every column it is given, even one overridden as Object, so mixed columns are
-    # built apart and put back in the order the source sent them.
-    order = list(dict.fromkeys(itertools.chain.from_iterable(records)))
-    frame = pl.DataFrame([pl.Series(name, [record.get(name) for record in records], dtype=pl.Object) for name in mixed])
-    plain = pl.DataFrame(
-        [{name: value for name, value in record.items() if name not in mixed} for record in records],
-        infer_schema_length=None,
-    )
-    if plain.width:
-        frame = pl.concat([plain, frame], how="horizontal")
-    return frame.select(order)
 
 
 class ShopApiClient:
@@ -322,7 +124,7 @@ class ShopApiClient:
             headers={
                 "Authorization": f"Bearer {token}",
                 "Accept": "application/json",
-                "Accept-Encoding": ", ".join(name for name in _DECOMPRESSORS if name != "identity"),
+                "Accept-Encoding": ", ".join(name for name in DECOMPRESSORS if name != "identity"),
             },
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 10.0)),
         )
@@ -330,7 +132,7 @@ class ShopApiClient:
         self.max_response_bytes = max_response_bytes
         self.response_deadline_seconds = response_deadline_seconds
         self._retrying = Retrying(
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(max_attempts),
             wait=RetryAfterOrBackoff(
                 wait_exponential_jitter(multiplier=0.5, max=max_backoff_seconds), max_retry_after_seconds
@@ -387,7 +189,7 @@ class ShopApiClient:
             # Redacted before it is cut: a token cut in half at the boundary would no longer be recognised.
             detail = self._redact(err.content.decode("utf-8", "replace"))[:ERROR_DETAIL_CHARS]
             message = f"GET {path} answered HTTP {err.status}: {detail}"
-            raise SourceError(message, retryable=_is_transient(err)) from None
+            raise SourceError(message, retryable=is_transient(err)) from None
         except httpx.TransportError as err:
             raise SourceError(
                 f"GET {path} failed: {type(err).__name__}: {self._redact(str(err))}", retryable=True
@@ -411,9 +213,9 @@ class ShopApiClient:
                     f"a body of {int(declared)} bytes declared, over the cap of {self.max_response_bytes} bytes"
                 )
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-            if encoding not in _DECOMPRESSORS:
+            if encoding not in DECOMPRESSORS:
                 raise UnexpectedResponse(f"a body encoded as {encoding!r}, which is not accepted")
-            decompress = _DECOMPRESSORS[encoding]()
+            decompress = DECOMPRESSORS[encoding]()
             chunks, size = [], 0
             for raw in response.iter_raw():
                 for chunk in decompress(raw, self.max_response_bytes - size + 1):
@@ -447,7 +249,7 @@ class ShopApiClient:
         body = self._get(
             f"/v1/{contract.name}/control",
             filters,
-            _control_body,
+            control_body,
             "a JSON object with count, key_checksum and amount_total",
         )
         return ControlFigures(CONTROL_ENDPOINT, body["count"], int(body["key_checksum"]), body["amount_total"])
@@ -482,7 +284,7 @@ class ShopApiClient:
         stats.source = f"GET {path}?{urlencode(filters, safe=':')}"
         cursors_seen: set[str] = set()
         while True:
-            page = self._get(path, params, _listing_page, "a JSON object with data, next_cursor and total")
+            page = self._get(path, params, listing_page, "a JSON object with data, next_cursor and total")
             stats.pages += 1
             stats.bytes_read += page["_bytes"]
             if stats.source_reported_count is None or not fixed_total:
@@ -554,174 +356,3 @@ class ShopApiClient:
     ) -> Iterator[pl.DataFrame]:
         """Yield one partition's records (`day_filter`) as batches."""
         return self.iter_listing(contract, day_filter(contract.name, day, self.dimensions), stats, batch_rows)
-
-
-def _json_object(headers: httpx.Headers, content: bytes) -> dict:
-    """The JSON object a 200 carries, or UnreadableBody / UnexpectedResponse saying what arrived instead."""
-    content_type = headers.get("Content-Type", "")
-    media_type = content_type.split(";")[0].strip().lower()
-    if media_type != "application/json" and not media_type.endswith("+json"):
-        excerpt = content[:80].decode("utf-8", "replace")
-        raise UnexpectedResponse(f"Content-Type {content_type or '(none)'!r}, not JSON: {excerpt!r}")
-    try:
-        body = orjson.loads(content)
-    except orjson.JSONDecodeError as err:
-        raise UnreadableBody(f"{len(content)} bytes that are not complete JSON ({err})") from None
-    if not isinstance(body, dict):
-        raise UnexpectedResponse(f"a JSON {type(body).__name__}")
-    return body
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _listing_page(headers: httpx.Headers, content: bytes) -> dict:
-    """The page a 200 carries, or UnreadableBody / UnexpectedResponse saying what arrived instead."""
-    page = _json_object(headers, content)
-    problems = [f"{name} is missing" for name in ("data", "next_cursor", "total") if name not in page]
-    data, cursor, total = page.get("data", []), page.get("next_cursor"), page.get("total", 0)
-    if not isinstance(data, list) or not all(isinstance(record, dict) for record in data):
-        problems.append("data is not a list of objects")
-    if not (cursor is None or (isinstance(cursor, str) and cursor)):
-        problems.append("next_cursor is neither a non-empty string nor null")
-    if not _is_count(total):
-        problems.append(f"total is not a non-negative integer ({str(total)[:40]!r})")
-    if problems:
-        raise UnexpectedResponse(f"a JSON object in which {', '.join(problems)}")
-    return page
-
-
-def _control_body(headers: httpx.Headers, content: bytes) -> dict:
-    """The control figures a 200 carries, or UnexpectedResponse saying what is wrong with them."""
-    body = _json_object(headers, content)
-    problems = []
-    if not _is_count(body.get("count")):
-        problems.append(f"count is not a non-negative integer ({str(body.get('count'))[:40]!r})")
-    checksum = body.get("key_checksum")
-    if not (isinstance(checksum, str) and checksum.isdigit() and int(checksum) < 2**64):
-        problems.append(f"key_checksum is not a decimal string of a 64-bit number ({str(checksum)[:40]!r})")
-    amount = body.get("amount_total")
-    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int)):
-        problems.append(f"amount_total is neither an integer nor null ({str(amount)[:40]!r})")
-    if problems:
-        raise UnexpectedResponse(f"a JSON object in which {', '.join(problems)}")
-    return body
-
-
-class UnreadableLandingFile(Exception):
-    """A landing file that cannot be read as UTF-8 JSON lines at all: the message names the file, the line
-    and why. (A file whose records merely break the contract is readable; those records are quarantined.)"""
-
-    def __init__(self, path: Path, reason: str, detail: str, line_number: int | None = None) -> None:
-        where = f" at line {line_number}" if line_number is not None else ""
-        super().__init__(f"landing file {path.name}{where}: {detail}")
-        self.path = path
-        self.reason = reason
-        self.detail = detail
-        self.line_number = line_number
-
-
-@dataclass(frozen=True)
-class BadLine:
-    """A landing-file line that is not a JSON object: quarantined alone, with its file and line number."""
-
-    file: str
-    line_number: int
-    problem: str
-    excerpt: str
-
-    @property
-    def reason(self) -> str:
-        return f"line:{self.problem} ({self.file}:{self.line_number})"
-
-
-_BOM = b"\xef\xbb\xbf"
-LINE_EXCERPT_BYTES = 1000
-# As `git` and `file` do: a NUL byte near the start means the file is binary, not text.
-BINARY_SNIFF_BYTES = 8192
-
-
-def iter_landing_batches(
-    contract: RawTableContract,
-    files: list[Path],
-    stats: ExtractStats,
-    batch_rows: int = BATCH_ROWS,
-    max_file_bytes: int | None = None,
-    batch_bytes: int = 32 * 1024 * 1024,
-) -> Iterator[pl.DataFrame]:
-    """Yield the records of landing files as batches, line by line.
-
-    Every non-blank line read counts in `stats.fetched_count`, which is the landing's control figure. A line
-    that is not a JSON object (cut short, not UTF-8, a bare value) is not a record: it goes to
-    `stats.bad_lines`, which the caller quarantines with the file name and line number, and the rest of the
-    file loads. A UTF-8 byte-order mark and CRLF line ends are accepted. Batches are bounded by `batch_rows`
-    lines and `batch_bytes` bytes, so memory is bounded by the batch, not the file. A file is never opened
-    through a symlink; one over `max_file_bytes`, or one holding a NUL byte (binary, not JSON lines), is
-    refused whole (UnreadableLandingFile) before any of it is loaded.
-    """
-    for path in files:
-        stats.files.append(path.name)
-        stats.source = f"landing file {path}"
-        with _open_without_following(path) as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if max_file_bytes is not None and size > max_file_bytes:
-                raise UnreadableLandingFile(path, "too_large", f"{size} bytes, over the cap of {max_file_bytes}")
-            stats.bytes_read += size
-            if b"\x00" in os.pread(handle.fileno(), BINARY_SNIFF_BYTES, 0):
-                raise UnreadableLandingFile(path, "binary", "holds NUL bytes: not JSON lines", 1)
-            line_number = 0
-            while True:
-                records: list[dict] = []
-                batch_size = 0
-                for line in handle:
-                    line_number += 1
-                    if line_number == 1 and line.startswith(_BOM):
-                        line = line[len(_BOM) :]
-                    if line.isspace() or not line:
-                        continue
-                    if b"\x00" in line:
-                        raise UnreadableLandingFile(path, "binary", "holds NUL bytes: not JSON lines", line_number)
-                    stats.fetched_count += 1
-                    record = _json_line(path.name, line_number, line, stats)
-                    if record is not None:
-                        records.append(record)
-                    batch_size += len(line)
-                    if len(records) >= batch_rows or batch_size >= batch_bytes:
-                        break
-                else:
-                    if records or stats.bad_lines:
-                        yield observed_frame(records)
-                    break
-                yield observed_frame(records)
-    if not files:
-        yield observed_frame([])
-
-
-def _json_line(file_name: str, line_number: int, line: bytes, stats: ExtractStats) -> dict | None:
-    """The JSON object a line holds, or None after recording it as a bad line."""
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError as error:
-        problem = "not_utf8" if "utf-8" in str(error).lower() else "malformed_json"
-    else:
-        if isinstance(record, dict):
-            return record
-        problem = f"json_{type(record).__name__}_not_object"
-    excerpt = line[:LINE_EXCERPT_BYTES].decode("utf-8", "replace").rstrip("\r\n")
-    stats.bad_lines.append(BadLine(file_name, line_number, problem, excerpt))
-    return None
-
-
-def _open_without_following(path: Path):
-    """Open a regular file for reading; a symlink is refused, and a FIFO cannot block the read (O_NONBLOCK)."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise UnreadableLandingFile(path, "symlink", "is a symbolic link, which is never followed") from None
-        raise
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-        os.close(descriptor)
-        raise UnreadableLandingFile(path, "not_a_regular_file", "is not a regular file")
-    return os.fdopen(descriptor, "rb")

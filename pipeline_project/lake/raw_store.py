@@ -67,8 +67,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline_project import fault_points
+from pipeline_project.ingest.extraction import ExtractStats
 from pipeline_project.ingest.reconcile import AccountedFigures, Verdict, amount_of, key_checksum, key_texts
-from pipeline_project.ingest.sources import ExtractStats
 from pipeline_project.lake.dedupe import ARRIVAL, drop_duplicates, no_copies
 from pipeline_project.lake.file_lock import exclusive_lock
 from pipeline_project.quality.contracts import QUARANTINE_REASON, REJECTED_VALUES, RawTableContract

@@ -126,7 +126,7 @@ class RawWebEvents(RawContract):
     occurred_at: pl.Datetime = pa.Field()
 
 
-# How a day's partition is selected at the source (see `sources.day_filter`).
+# How a day's partition is selected at the source (see `listing_filters.day_filter`).
 BUSINESS_DATE = "business_date"  # records of the day their business date falls on; changes later are captured
 DAILY_VERSIONS = "daily_versions"  # the versions written during the day (a dimension with history)
 LANDING_DAY = "landing_day"  # the files dropped into the day's landing folder

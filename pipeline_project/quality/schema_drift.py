@@ -15,7 +15,7 @@ Policy:
 - Not drift: a column whose values are all null in a batch (observed type Null: sources report absent
   optional values per page as they please), and a batch without rows (JSON has no columns without records).
 
-Types are judged per value, by the JSON type each value arrived as (`sources.observed_frame` keeps a column
+Types are judged per value, by the JSON type each value arrived as (`extraction.observed_frame` keeps a column
 whose values mix JSON types as an Object column of the values as sent, so none is cast to another type). A
 contract column expects one JSON type: integer for Int64, true/false for Boolean, string for String, and an
 ISO string (`2026-03-14T10:00:00.000000Z`) for a timestamp. For each contract column of a batch:

@@ -15,18 +15,17 @@ from polars.testing import assert_frame_equal
 from demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
 from demo_source.server import LATE_ARRIVAL_DELAY
 from pipeline_project.definitions import defs
-from pipeline_project.ingest.assets import API_TABLES, api_read, raw_asset_key, reconciliation_result
+from pipeline_project.ingest.api_assets import api_read
+from pipeline_project.ingest.asset_checks import raw_asset_key, reconciliation_result
+from pipeline_project.ingest.assets import API_TABLES
 from pipeline_project.ingest.circuit_breaker import CircuitBreaker
+from pipeline_project.ingest.extraction import observed_frame
+from pipeline_project.ingest.landing_reader import iter_landing_batches
+from pipeline_project.ingest.listing_filters import day_filter
 from pipeline_project.ingest.loading import PartitionRead, load_partition
 from pipeline_project.ingest.reconcile import CONTROL_ENDPOINT, ControlFigures, key_text
-from pipeline_project.ingest.sources import (
-    ShopApiClient,
-    SourceError,
-    day_filter,
-    iter_landing_batches,
-    observed_frame,
-    source_host,
-)
+from pipeline_project.ingest.source_errors import SourceError
+from pipeline_project.ingest.sources import ShopApiClient, source_host
 from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.quality.contracts import QUARANTINE_REASON, RAW_CONTRACTS
 from pipeline_project.quality.schema_drift import conform

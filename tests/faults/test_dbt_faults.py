@@ -53,7 +53,8 @@ from pipeline_project.alerting.alert import AlertKind
 from pipeline_project.alerting.signals import TIMEOUT_MESSAGE, SlaLookup, run_failure_signal
 from pipeline_project.catalog.policies import WAREHOUSE_POOL
 from pipeline_project.definitions import defs
-from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES, raw_asset_key
+from pipeline_project.ingest.asset_checks import raw_asset_key
+from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.ops.wait import wait_until
 from pipeline_project.quality.mart_checks import mart_contract_checks

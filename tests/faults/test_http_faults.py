@@ -8,8 +8,9 @@ from datetime import date
 import pytest
 
 from demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingest.assets import load_api_partition
-from pipeline_project.ingest.sources import ShopApiClient, SourceError
+from pipeline_project.ingest.api_assets import load_api_partition
+from pipeline_project.ingest.source_errors import SourceError
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import RAW_CONTRACTS
 

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from demo_source import ShopWorld, write_landing_files
-from pipeline_project.ingest import assets as ingestion
+from pipeline_project.ingest import landing_assets as ingestion
 from pipeline_project.ingest.landing_zone import LandingDay, LandingDayBusy
 from pipeline_project.ingest.sensors import landing_file_sensor
 from pipeline_project.lake.raw_store import Lake

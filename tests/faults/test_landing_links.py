@@ -21,8 +21,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipeline_project.ingest import assets as ingestion
-from pipeline_project.ingest.landing_zone import LandingLinkError
+from pipeline_project.ingest import landing_assets as ingestion
+from pipeline_project.ingest.landing_fs import LandingLinkError
 from pipeline_project.ingest.sensors import landing_file_sensor
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import RAW_CONTRACTS

@@ -17,9 +17,11 @@ import pytest
 from misbehaving_source import MisbehavingSource, Misbehaviour
 
 from pipeline_project.definitions import defs
-from pipeline_project.ingest.assets import RECONCILIATION_CHECK, api_read, raw_asset_key, reconciliation_result
+from pipeline_project.ingest.api_assets import api_read
+from pipeline_project.ingest.asset_checks import RECONCILIATION_CHECK, raw_asset_key, reconciliation_result
+from pipeline_project.ingest.listing_filters import day_filter
 from pipeline_project.ingest.loading import load_partition
-from pipeline_project.ingest.sources import ShopApiClient, day_filter
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import RAW_CONTRACTS
 

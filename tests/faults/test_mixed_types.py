@@ -16,9 +16,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingest.assets import load_api_partition, reconciliation_result
+from pipeline_project.ingest.api_assets import load_api_partition
+from pipeline_project.ingest.asset_checks import reconciliation_result
+from pipeline_project.ingest.extraction import observed_frame
+from pipeline_project.ingest.landing_reader import iter_landing_batches
 from pipeline_project.ingest.loading import PartitionRead, load_partition
-from pipeline_project.ingest.sources import ShopApiClient, iter_landing_batches, observed_frame
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.quality.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES, split_batch
 from pipeline_project.quality.schema_drift import PartitionDriftWatch, SchemaDriftError, TypeChange, compare, conform

@@ -18,8 +18,11 @@ from datetime import date
 import pytest
 from misbehaving_source import MisbehavingSource, Misbehaviour
 
-from pipeline_project.ingest.assets import load_api_partition
-from pipeline_project.ingest.sources import ERROR_DETAIL_CHARS, ExtractStats, ShopApiClient, SourceError, day_filter
+from pipeline_project.ingest.api_assets import load_api_partition
+from pipeline_project.ingest.extraction import ExtractStats
+from pipeline_project.ingest.listing_filters import day_filter
+from pipeline_project.ingest.source_errors import SourceError
+from pipeline_project.ingest.sources import ERROR_DETAIL_CHARS, ShopApiClient
 from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import RAW_CONTRACTS
 from pipeline_project.secrets import scrub_urls

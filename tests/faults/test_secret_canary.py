@@ -29,7 +29,7 @@ from demo_source import DemoShopServer, Faults, ShopWorld
 from pipeline_project.alerting.resource import CHANNEL_SETTINGS, alerting_resource_from_env
 from pipeline_project.alerting.sensors import alert_delivery, run_alerts
 from pipeline_project.definitions import defs
-from pipeline_project.ingest.assets import raw_asset_key
+from pipeline_project.ingest.asset_checks import raw_asset_key
 from pipeline_project.secrets import SECRET_SETTINGS
 
 from harness import DAYS

@@ -21,9 +21,11 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingest.assets import api_read, load_api_partition, reconciliation_result
+from pipeline_project.ingest.api_assets import api_read, load_api_partition
+from pipeline_project.ingest.asset_checks import reconciliation_result
 from pipeline_project.ingest.loading import load_partition
-from pipeline_project.ingest.sources import ShopApiClient, SourceError
+from pipeline_project.ingest.source_errors import SourceError
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
 from pipeline_project.quality.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES
 

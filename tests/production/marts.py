@@ -12,7 +12,8 @@ from pathlib import Path
 import duckdb
 
 from demo_source import ShopWorld, write_landing_files
-from pipeline_project.ingest.assets import load_api_partition, load_landing_partition
+from pipeline_project.ingest.api_assets import load_api_partition
+from pipeline_project.ingest.landing_assets import load_landing_partition
 from pipeline_project.ingest.landing_zone import DEFAULT_MAX_FILE_BYTES
 from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.raw_store import Lake

@@ -10,7 +10,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from pipeline_project.ingest.assets import load_api_partition
+from pipeline_project.ingest.api_assets import load_api_partition
 from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.catalog import DuckLakeSettings
 from pipeline_project.lake.ducklake_store import DuckLakeStore

@@ -21,10 +21,11 @@ import pytest
 from lakes import CATALOG_PASSWORD, catalog_env
 
 from demo_source import DemoShopServer, Faults, ShopWorld
-from pipeline_project.ingest.assets import api_read, load_api_partition
+from pipeline_project.ingest.api_assets import api_read, load_api_partition
+from pipeline_project.ingest.listing_filters import day_filter
 from pipeline_project.ingest.loading import PartitionRead, load_partition
 from pipeline_project.ingest.reconcile import CONTROL_ENDPOINT, ControlFigures
-from pipeline_project.ingest.sources import ShopApiClient, day_filter
+from pipeline_project.ingest.sources import ShopApiClient
 from pipeline_project.lake.catalog import connect
 from pipeline_project.lake.ducklake_store import DuckLakeStore
 from pipeline_project.lake.raw_store import Lake, PartitionBusy

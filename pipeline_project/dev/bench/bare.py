@@ -20,15 +20,10 @@ from pipeline_project.settings import REPO_ROOT
 def run_bare(days: int) -> dict:
     """The same stages without Dagster: the ingestion functions and the checks the ingestion assets run after
     them, one dbt build planned as the dbt asset plans it, the contract checks."""
-    from pipeline_project.ingest.assets import (
-        API_TABLES,
-        LANDING_TABLES,
-        landing_files_result,
-        load_api_partition,
-        load_landing_partition,
-        reconciliation_result,
-        schema_drift_result,
-    )
+    from pipeline_project.ingest.api_assets import load_api_partition
+    from pipeline_project.ingest.asset_checks import reconciliation_result, schema_drift_result
+    from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES
+    from pipeline_project.ingest.landing_assets import landing_files_result, load_landing_partition
     from pipeline_project.ingest.landing_zone import DEFAULT_MAX_FILE_BYTES
     from pipeline_project.ingest.sources import ShopApiClient
     from pipeline_project.lake.raw_store import Lake

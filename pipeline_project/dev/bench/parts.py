@@ -80,9 +80,12 @@ def bench_extraction(workdir: Path, rounds: int) -> dict:
     import orjson
 
     from demo_source import DemoShopServer, ShopWorld, write_landing_files
-    from pipeline_project.ingest.assets import load_api_partition, load_landing_partition
+    from pipeline_project.ingest.api_assets import load_api_partition
+    from pipeline_project.ingest.extraction import ExtractStats
+    from pipeline_project.ingest.landing_assets import load_landing_partition
     from pipeline_project.ingest.landing_zone import DEFAULT_MAX_FILE_BYTES
-    from pipeline_project.ingest.sources import ExtractStats, ShopApiClient, day_filter
+    from pipeline_project.ingest.listing_filters import day_filter
+    from pipeline_project.ingest.sources import ShopApiClient
     from pipeline_project.lake.raw_store import Lake
     from pipeline_project.quality.contracts import API_TABLES, LANDING_TABLES, RAW_CONTRACTS
 

@@ -104,7 +104,7 @@ def export_source_settings() -> None:
 
 
 def raw_tables(assets: Sequence[str]) -> list[str]:
-    """The raw-layer tables among asset names: `raw_<table>` is the asset of a table (`ingestion.raw_asset_key`)."""
+    """The raw-layer tables among asset names: `raw_<table>` is the asset of a table (`asset_checks.raw_asset_key`)."""
     return [name.removeprefix(RAW_PREFIX) for name in assets if name.startswith(RAW_PREFIX)]
 
 

@@ -126,17 +126,12 @@ def lake_sql(args: argparse.Namespace) -> int:
 
 def source_samples(table: str, day: date) -> Iterator[tuple[str, object, int | None]]:
     """(where, the first records it sends for the day, how many it reports) for the API or each landing file."""
+    from pipeline_project.ingest.extraction import ExtractStats
+    from pipeline_project.ingest.landing_reader import UnreadableLandingFile, iter_landing_batches
     from pipeline_project.ingest.landing_zone import LandingDay, incoming_files
-    from pipeline_project.ingest.sources import (
-        DATE_FILTERED,
-        UPDATED_FILTERED,
-        ExtractStats,
-        ShopApiClient,
-        SourceError,
-        UnreadableLandingFile,
-        iter_landing_batches,
-        source_host,
-    )
+    from pipeline_project.ingest.listing_filters import DATE_FILTERED, UPDATED_FILTERED
+    from pipeline_project.ingest.source_errors import SourceError
+    from pipeline_project.ingest.sources import ShopApiClient, source_host
 
     contract = RAW_CONTRACTS[table]
     if table in DATE_FILTERED | UPDATED_FILTERED:
