@@ -27,7 +27,8 @@ from demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.ingest.assets import API_TABLES, LANDING_TABLES, load_api_partition, load_landing_partition
 from pipeline_project.ingest.landing_zone import DEFAULT_MAX_FILE_BYTES
 from pipeline_project.ingest.sources import ExtractStats, ShopApiClient
-from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.lake.partition_writer import LINEAGE_SCHEMA
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import RAW_CONTRACTS
 from pipeline_project.resources import LakeResource, WarehouseResource, dbt_resource
 from pipeline_project.transform.dbt_assets import FULL_REFRESH_TAG, shop_dbt_assets

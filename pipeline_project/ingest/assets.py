@@ -30,7 +30,9 @@ from pipeline_project.ingest.landing_zone import LandingDay, LandingLinkError, r
 from pipeline_project.ingest.loading import LoadResult, PartitionRead, UnreconciledLoad, load_partition
 from pipeline_project.ingest.reconcile import Verdict
 from pipeline_project.ingest.sources import ExtractStats, ShopApiClient, SourceError, day_filter, iter_landing_batches
-from pipeline_project.lake.raw_store import Lake, PartitionManifest, RawLayerFull
+from pipeline_project.lake.manifest import PartitionManifest
+from pipeline_project.lake.partition_writer import RawLayerFull
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import (
     API_TABLES,
     BATCH_ROWS,

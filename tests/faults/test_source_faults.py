@@ -24,7 +24,8 @@ from demo_source import DemoShopServer, Faults, ShopWorld
 from pipeline_project.ingest.assets import api_read, load_api_partition, reconciliation_result
 from pipeline_project.ingest.loading import load_partition
 from pipeline_project.ingest.sources import ShopApiClient, SourceError
-from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.lake.partition_writer import LINEAGE_SCHEMA
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES
 
 from harness import TOKEN
