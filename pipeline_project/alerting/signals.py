@@ -303,12 +303,6 @@ def subjects_resolved_by(run: dg.DagsterRun, open_subjects: list[str]) -> list[s
     return resolved
 
 
-def _root_error(error) -> str:
-    while error.cause is not None:
-        error = error.cause
-    return error.message.strip()
-
-
 def _failure_text(record: EventLogRecord) -> str | None:
     """What a step failure or retry says went wrong: a dg.Failure's own description, else the root error."""
     data = record.event_log_entry.dagster_event.event_specific_data
