@@ -25,7 +25,9 @@ from pipeline_project.alerting.alert import (
     partitions_argument,
     rerun_command,
 )
-from pipeline_project.alerting.signals import SlaLookup, run_failure_signal, run_subject, subjects_resolved_by
+from pipeline_project.alerting.run_subjects import run_subject, subjects_resolved_by
+from pipeline_project.alerting.signals import run_failure_signal
+from pipeline_project.alerting.sla import SlaLookup
 from pipeline_project.ops.oncall.cli import build_parser
 from pipeline_project.ops.oncall.shell import EXPORTED, INCIDENT_VARIABLES
 from pipeline_project.settings import REPO_ROOT

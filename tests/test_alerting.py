@@ -12,8 +12,8 @@ from dagster._core.definitions.freshness import FreshnessState, FreshnessStateCh
 from pipeline_project.alerting.alert import RUNBOOKS, AlertKind
 from pipeline_project.alerting.delivery import deliver_due
 from pipeline_project.alerting.resource import AlertingResource
+from pipeline_project.alerting.run_subjects import RANGE_END_TAG, RANGE_START_TAG, run_subject, subjects_resolved_by
 from pipeline_project.alerting.sensors import alert_delivery, check_alerts, freshness_alerts, run_alerts
-from pipeline_project.alerting.signals import RANGE_END_TAG, RANGE_START_TAG, run_subject, subjects_resolved_by
 from pipeline_project.definitions import defs
 from pipeline_project.ops.heartbeat import main as heartbeat_main
 

@@ -30,7 +30,8 @@ from pipeline_project.ingest.extraction import ExtractStats
 from pipeline_project.ingest.landing_assets import load_landing_partition
 from pipeline_project.ingest.landing_zone import DEFAULT_MAX_FILE_BYTES
 from pipeline_project.ingest.sources import ShopApiClient
-from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.lake.partition_writer import LINEAGE_SCHEMA
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import RAW_CONTRACTS
 from pipeline_project.resources import LakeResource, WarehouseResource, dbt_resource
 from pipeline_project.transform.dbt_assets import FULL_REFRESH_TAG, shop_dbt_assets

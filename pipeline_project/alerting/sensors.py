@@ -30,18 +30,12 @@ from dagster._core.storage.asset_check_execution_record import (
 from pipeline_project.alerting.alert import Alert, Severity
 from pipeline_project.alerting.channels import Channel
 from pipeline_project.alerting.delivery import LOG_CHANNEL, deliver_due, write_heartbeat
+from pipeline_project.alerting.failed_run import run_will_be_retried
 from pipeline_project.alerting.outbox import Outbox, Signal
 from pipeline_project.alerting.resource import AlertingResource
-from pipeline_project.alerting.signals import (
-    RUN_SUBJECT_PREFIX,
-    SlaLookup,
-    check_signal,
-    freshness_signal,
-    run_failure_signal,
-    run_success_signal,
-    run_will_be_retried,
-    subjects_resolved_by,
-)
+from pipeline_project.alerting.run_subjects import RUN_SUBJECT_PREFIX, subjects_resolved_by
+from pipeline_project.alerting.signals import check_signal, freshness_signal, run_failure_signal, run_success_signal
+from pipeline_project.alerting.sla import SlaLookup
 from pipeline_project.catalog.policies import ALERT_ROUTES, DEFAULT_ALERT_ROUTE
 
 FIRST_TICK_LOOKBACK_SECONDS = 3600

@@ -1,24 +1,22 @@
 """From Dagster events to signals: what a freshness change, a check evaluation or a finished run means.
 
 Everything here reads the event log and the definitions' SLA metadata (severity, route, owners stamped
-by `policies.apply_sla_policies`); nothing reaches into an asset's data. Each function returns a `Signal`
-about one subject, firing or healthy, or None when the event says nothing an on-call person needs.
+by `policies.apply_sla_policies`, read through `sla.SlaLookup`); nothing reaches into an asset's data. Each
+function returns a `Signal` about one subject (`run_subjects` for runs), firing or healthy, or None when the
+event says nothing an on-call person needs.
 
 Every alert carries its failed selection (job, assets, partitions) and the `oncall` commands to diagnose it,
 rerun exactly that selection and verify the recovery (`alert.rerun_command`, `alert.verify_command`). A run
-alert names the root cause first: the first error of the run that is not a consequence of another (a
-request not sent because the circuit breaker is open is a consequence of the failures that opened it).
+alert names the root cause first (`failed_run.root_cause`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 from dagster import DagsterEventType, EventLogEntry, EventLogRecord
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
-from dagster._core.storage.tags import PARTITION_NAME_TAG, WILL_RETRY_TAG
 
 from pipeline_project.alerting.alert import (
     AD_HOC_JOB,
@@ -35,71 +33,18 @@ from pipeline_project.alerting.alert import (
     rerun_command,
     verify_command,
 )
+from pipeline_project.alerting.failed_run import assets_of_steps, materialized_assets, planned_assets, root_cause
 from pipeline_project.alerting.outbox import Signal
+from pipeline_project.alerting.run_subjects import partition_label_of, partitions_of, run_partitions, run_subject
+from pipeline_project.alerting.sla import AssetSla, SlaLookup
 from pipeline_project.catalog.policies import DEFAULT_ALERT_ROUTE, DEFAULT_OWNERS, INGESTION_GROUP
 from pipeline_project.secrets import redact
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 TIMEOUT_MESSAGE = "Exceeded maximum runtime"
 SCHEMA_DRIFT = "schema_drift"
 BLOCKING_CHECK_FAILED = "DagsterAssetCheckFailedError"
 MAX_DETAILS = 12
 MAX_TEXT = 600
-# Errors that are consequences of an earlier failure, not its cause: a request the circuit breaker did not
-# send (`sources.ShopApiClient`), a dbt build stopped because its run was terminated (`dbt_assets`).
-CONSEQUENCES = ("not sent: circuit open for", "interrupted because the run was terminated")
-
-
-@dataclass(frozen=True)
-class AssetSla:
-    group: str | None
-    severity: Severity
-    route: str
-    owners: tuple[str, ...]
-
-
-class SlaLookup:
-    """Severity, route and owners of an asset, as the SLA catalogue stamped them on its spec; and what the
-    definitions say about its neighbours and partitions (an alert's rerun selection needs them)."""
-
-    def __init__(self, asset_graph=None):
-        self._graph = asset_graph
-
-    def _known(self, key: dg.AssetKey) -> bool:
-        return self._graph is not None and self._graph.has(key)
-
-    def ancestors_and_self(self, key: dg.AssetKey) -> set[dg.AssetKey]:
-        return set(self._graph.get_ancestor_asset_keys(key, include_self=True)) if self._known(key) else {key}
-
-    def self_and_descendants(self, key: dg.AssetKey) -> set[dg.AssetKey]:
-        found, frontier = {key}, {key}
-        while frontier and self._known(key):
-            frontier = {child for parent in frontier for child in self._graph.get(parent).child_keys} - found
-            found |= frontier
-        return found
-
-    def last_partition(self, keys: set[dg.AssetKey]) -> str | None:
-        """The last partition of the first partitioned asset among `keys` (the day that should be there)."""
-        for key in sorted(keys, key=lambda k: k.to_user_string()):
-            partitions = self._graph.get(key).partitions_def if self._known(key) else None
-            if partitions is not None:
-                return partitions.get_last_partition_key()
-        return None
-
-    def is_partitioned(self, key: dg.AssetKey) -> bool:
-        return self._known(key) and self._graph.get(key).partitions_def is not None
-
-    def __call__(self, key: dg.AssetKey) -> AssetSla:
-        if self._graph is None or not self._graph.has(key):
-            return AssetSla(None, Severity.ERROR, DEFAULT_ALERT_ROUTE, DEFAULT_OWNERS)
-        node = self._graph.get(key)
-        return AssetSla(
-            group=node.group_name,
-            severity=Severity(node.metadata.get("sla/severity", Severity.ERROR.value)),
-            route=str(node.metadata.get("sla/alert_route", DEFAULT_ALERT_ROUTE)),
-            owners=tuple(node.owners) or DEFAULT_OWNERS,
-        )
 
 
 def _clip(text: str) -> str:
@@ -195,12 +140,6 @@ def _metadata_details(metadata: dict) -> tuple[dict[str, str | int | float], str
     return details, sample
 
 
-def _run_partitions(instance: dg.DagsterInstance | None, run_id: str | None) -> tuple[str, ...]:
-    run = instance.get_run_by_id(run_id) if instance is not None and run_id else None
-    label = _partition_label(run) if run is not None else None
-    return tuple(sorted(_partitions_of(label))) if label else ()
-
-
 def check_signal(
     execution_id: int,
     entry: EventLogEntry,
@@ -229,7 +168,7 @@ def check_signal(
     selection = _names(sla_of.self_and_descendants(evaluation.asset_key))
     partitions: tuple[str, ...] = ()
     if sla_of.is_partitioned(evaluation.asset_key):
-        partitions = (partition,) if partition else _run_partitions(instance, run_id)
+        partitions = (partition,) if partition else run_partitions(instance, run_id)
     commands = {
         DIAGNOSE: f"oncall run-checks {run_id}" if run_id else f"oncall freshness {key}",
         RERUN: rerun_command(AD_HOC_JOB, selection, partitions),
@@ -253,128 +192,6 @@ def check_signal(
     return Signal(subject=subject, firing=not evaluation.passed, event_id=execution_id, alert=alert)
 
 
-def _partition_label(run: dg.DagsterRun) -> str | None:
-    if partition := run.tags.get(PARTITION_NAME_TAG):
-        return partition
-    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
-    if start and end:
-        return start if start == end else f"{start}..{end}"
-    return None
-
-
-RUN_SUBJECT_PREFIX = "run:"
-UNPARTITIONED = "unpartitioned"
-
-
-def run_subject(job_name: str, partition_label: str | None, failed_assets: tuple[str, ...] = ()) -> str:
-    """`run:<job>:<partition or range>[:<failed asset>,...]`: one incident per job, partitions and failed assets."""
-    subject = f"{RUN_SUBJECT_PREFIX}{job_name}:{partition_label or UNPARTITIONED}"
-    return f"{subject}:{','.join(sorted(failed_assets))}" if failed_assets else subject
-
-
-def _partitions_of(label: str) -> set[str]:
-    """The partitions a label names: one key, or every day of a `start..end` range of daily keys."""
-    if ".." not in label:
-        return {label}
-    start, end = label.split("..", 1)
-    try:
-        first, last = date.fromisoformat(start), date.fromisoformat(end)
-    except ValueError:
-        return {start, end}
-    return {(first + timedelta(days=offset)).isoformat() for offset in range((last - first).days + 1)}
-
-
-def subjects_resolved_by(run: dg.DagsterRun, open_subjects: list[str]) -> list[str]:
-    """The open run incidents a successful run ends: same job, every partition of the failed run is among
-    the partitions this run materialized (a daily run resolves the failed range it covers), and every asset
-    that failed is among the assets it materialized (all of the job's, or its asset selection): an ad-hoc
-    run of other assets of the same day does not close the incident."""
-    prefix = f"{RUN_SUBJECT_PREFIX}{run.job_name}:"
-    covered = _partitions_of(_partition_label(run) or UNPARTITIONED)
-    selected = {key.to_user_string() for key in run.asset_selection} if run.asset_selection else None
-    resolved = []
-    for subject in open_subjects:
-        if not subject.startswith(prefix):
-            continue
-        label, _, failed = subject.removeprefix(prefix).partition(":")
-        failed_assets = set(failed.split(",")) if failed else set()
-        if _partitions_of(label) <= covered and (selected is None or failed_assets <= selected):
-            resolved.append(subject)
-    return resolved
-
-
-def _root_error(error) -> str:
-    while error.cause is not None:
-        error = error.cause
-    return error.message.strip()
-
-
-def _failure_text(record: EventLogRecord) -> str | None:
-    """What a step failure or retry says went wrong: a dg.Failure's own description, else the root error."""
-    data = record.event_log_entry.dagster_event.event_specific_data
-    failure = getattr(data, "user_failure_data", None)
-    if failure is not None and failure.description:
-        return failure.description.strip()
-    error = getattr(data, "error", None)
-    if error is None:
-        return None
-    while error.cause is not None:
-        error = error.cause
-    text = error.message.strip()
-    # A retry's event keeps no failure data: a dg.Failure reads "<module>.Failure: <description>" there.
-    return text.split(": ", 1)[-1] if error.cls_name == "Failure" else text
-
-
-def root_cause(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
-    """The first error of the run, in the order they happened, that is not a consequence of another one."""
-    records = instance.get_records_for_run(
-        run.run_id, of_type={DagsterEventType.STEP_UP_FOR_RETRY, DagsterEventType.STEP_FAILURE}
-    ).records
-    texts = [text for text in (_failure_text(r) for r in sorted(records, key=lambda r: r.storage_id)) if text]
-    return next((text for text in texts if not any(mark in text for mark in CONSEQUENCES)), texts[0] if texts else None)
-
-
-def _planned_assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> set[dg.AssetKey]:
-    """The assets the run was to materialize: its asset selection, or every asset of its execution plan."""
-    if run.asset_selection:
-        return set(run.asset_selection)
-    if not run.execution_plan_snapshot_id:
-        return set()
-    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-    return {
-        output.properties.asset_key
-        for step in plan.steps
-        for output in step.outputs
-        if output.properties and output.properties.asset_key
-    }
-
-
-def _materialized_assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> set[dg.AssetKey]:
-    records = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
-    return {record.event_log_entry.dagster_event.asset_key for record in records}
-
-
-def _assets_of_steps(instance: dg.DagsterInstance, run: dg.DagsterRun, step_keys: set[str]) -> set[dg.AssetKey]:
-    """The assets the run was to materialize in the given steps, from the run's execution plan."""
-    if not step_keys or not run.execution_plan_snapshot_id:
-        return set()
-    plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
-    keys = {
-        output.properties.asset_key
-        for step in plan.steps
-        if step.key in step_keys
-        for output in step.outputs
-        if output.properties and output.properties.asset_key
-    }
-    return keys & set(run.asset_selection) if run.asset_selection else keys
-
-
-def run_will_be_retried(run: dg.DagsterRun) -> bool | None:
-    """True or False once Dagster has decided whether it re-executes the failed run, else None."""
-    value = run.tags.get(WILL_RETRY_TAG)
-    return None if value is None else value.lower() == "true"
-
-
 def run_failure_signal(
     record: EventLogRecord, run: dg.DagsterRun, instance: dg.DagsterInstance, sla_of: SlaLookup, webserver_url: str
 ) -> Signal | None:
@@ -385,7 +202,7 @@ def run_failure_signal(
     errors = [r.event_log_entry.dagster_event.event_specific_data.error for r in step_failures]
     if errors and all(error is not None and error.cls_name == BLOCKING_CHECK_FAILED for error in errors):
         return None
-    failed_assets = _assets_of_steps(instance, run, {r.event_log_entry.dagster_event.step_key for r in step_failures})
+    failed_assets = assets_of_steps(instance, run, {r.event_log_entry.dagster_event.step_key for r in step_failures})
     drift = any(
         (data := r.event_log_entry.dagster_event.event_specific_data).user_failure_data
         and SCHEMA_DRIFT in (data.user_failure_data.metadata or {})
@@ -414,12 +231,12 @@ def run_failure_signal(
         kind = AlertKind.TRANSFORMATION_FAILED
     severity = Severity.ERROR if not slas or any(s.severity is Severity.ERROR for s in slas) else Severity.WARN
     sla = slas[0] if slas else sla_of(dg.AssetKey("__none__"))
-    partition = _partition_label(run)
-    partitions = tuple(sorted(_partitions_of(partition))) if partition else ()
+    partition = partition_label_of(run)
+    partitions = tuple(sorted(partitions_of(partition))) if partition else ()
     assets = ", ".join(sorted(key.to_user_string() for key in failed_assets)) or "no asset recorded"
     in_partitions = f" (partition {partition})" if partition else ""
     # What the run did not get done: its failed assets and those skipped or left unfinished because of them.
-    rerun = _names((_planned_assets(instance, run) - _materialized_assets(instance, run)) or failed_assets)
+    rerun = _names((planned_assets(instance, run) - materialized_assets(instance, run)) or failed_assets)
     commands = {
         DIAGNOSE: f"oncall run-errors {run.run_id}",
         RERUN: rerun_command(run.job_name, rerun, partitions) if rerun else NOTHING_TO_RERUN,
@@ -449,7 +266,7 @@ def run_failure_signal(
 def run_success_signal(
     record: EventLogRecord, run: dg.DagsterRun, subject: str, sla_of: SlaLookup, webserver_url: str
 ) -> Signal:
-    partition = _partition_label(run)
+    partition = partition_label_of(run)
     job = job_label(run.job_name)
     alert = _alert(
         AlertKind.TRANSFORMATION_FAILED,

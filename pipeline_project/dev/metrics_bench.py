@@ -44,7 +44,7 @@ from dagster._core.definitions.freshness import FreshnessState, FreshnessStateCh
 from pipeline_project.alerting.alert import Action, Alert, AlertKind, Severity
 from pipeline_project.alerting.delivery import DeliveryReport, write_heartbeat
 from pipeline_project.alerting.outbox import Outbox, Signal
-from pipeline_project.lake.raw_store import PartitionManifest
+from pipeline_project.lake.manifest import PartitionManifest
 from pipeline_project.observability.process import ExporterProcess
 from pipeline_project.settings import REPO_ROOT
 

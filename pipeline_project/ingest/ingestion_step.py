@@ -16,7 +16,9 @@ from pipeline_project.ingest.landing_fs import LandingLinkError
 from pipeline_project.ingest.loading import UnreconciledLoad
 from pipeline_project.ingest.reconcile import Verdict
 from pipeline_project.ingest.source_errors import SourceError
-from pipeline_project.lake.raw_store import Lake, PartitionManifest, RawLayerFull
+from pipeline_project.lake.manifest import PartitionManifest
+from pipeline_project.lake.partition_writer import RawLayerFull
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.schema_drift import SchemaDriftError
 
 

@@ -19,7 +19,8 @@ from pipeline_project.ingest.landing_reader import iter_landing_batches
 from pipeline_project.ingest.landing_zone import LandingDay, read_rejections
 from pipeline_project.ingest.loading import PartitionRead, UnreconciledLoad, load_partition
 from pipeline_project.ingest.reconcile import Verdict
-from pipeline_project.lake.raw_store import Lake, PartitionManifest
+from pipeline_project.lake.manifest import PartitionManifest
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import BATCH_ROWS, RAW_CONTRACTS, RawTableContract
 from pipeline_project.resources import LakeResource, LandingResource
 

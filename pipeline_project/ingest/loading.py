@@ -6,7 +6,7 @@ source (a listing of the shop API, a change-capture merge, a day of landing file
 1. For the shop API, ask the source for the listing's control figures (`reconcile`) before reading.
 2. Stream the batches: compare each with the contract (`schema_drift`), split it into loaded and quarantined
    rows (`contracts.split_batch`), quarantine the landing lines that are not records, and write both to the
-   partition's temporary files with each row's arrival position (`raw_store.PartitionWriter`).
+   partition's temporary files with each row's arrival position (`partition_writer.PartitionWriter`).
 3. Ask for the control figures again (or list the keys, for a source without control figures), stage the
    files (copies dropped and classified) and compare what they account for with the source's figures.
 4. Commit when they agree. When they do not, read again (`attempts`); when the figures before and after the
@@ -31,7 +31,9 @@ from pipeline_project.ingest.extraction import ExtractStats
 from pipeline_project.ingest.reconcile import LANDING_LINES, AccountedFigures, ControlFigures, Verdict, compare, locate
 from pipeline_project.ingest.source_errors import BrokenListing
 from pipeline_project.lake.dedupe import ARRIVAL
-from pipeline_project.lake.raw_store import Lake, PartitionManifest, PartitionWriter
+from pipeline_project.lake.manifest import PartitionManifest
+from pipeline_project.lake.partition_writer import PartitionWriter
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import QUARANTINE_REASON, REJECTED_VALUES, RawTableContract, split_batch
 from pipeline_project.quality.schema_drift import PartitionDriftWatch
 

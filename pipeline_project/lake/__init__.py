@@ -1,5 +1,6 @@
 """The raw layer's storage: where committed partitions, their quarantine and the load ledger live
-(`raw_store`, with the copy classification of `dedupe` and the partition locks of `file_lock`).
+(`raw_store`, written by `partition_writer`, recorded by `manifest`, made durable by `durable_files`, with the
+copy classification of `dedupe` and the partition locks of `file_lock`).
 
 Two implementations of one interface (the commit and the reads that `loading`, `ingestion`, `changes` and the
 checks use), selected by configuration (`PIPELINE_PROFILE`):

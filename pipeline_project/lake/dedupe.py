@@ -3,7 +3,7 @@
 A source may deliver the same record more than once: within a page, again on a later page (a cursor that
 overlaps at page boundaries), or as another version when the record changed while the partition was being
 read; change capture also brings newer versions of records a partition already holds. Batches are
-validated and written as they stream (`raw_store.PartitionWriter`), so repeated keys are resolved once per
+validated and written as they stream (`partition_writer.PartitionWriter`), so repeated keys are resolved once per
 partition, over the temporary files, just before the commit:
 
 1. Count distinct keys over the key column of the data and quarantine files (streamed): when none repeats,

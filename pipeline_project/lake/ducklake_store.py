@@ -7,7 +7,7 @@ Tables of the DuckLake (`catalog`):
     ledger.rejected      the last load of a partition that did not reconcile (nothing committed)
     ledger.watermarks    where change capture of a table resumes (`changes`)
 
-The load sequence is the embedded profile's (`loading`, `raw_store.PartitionWriter`): batches stream to
+The load sequence is the embedded profile's (`loading`, `partition_writer.PartitionWriter`): batches stream to
 temporary Parquet files in a local scratch directory (`PIPELINE_LAKE_DIR`), `stage` drops copies and computes
 what the load accounts for, the caller reconciles, and only a load that agrees is committed. What differs is
 the commit and the reads:
@@ -47,15 +47,9 @@ import pyarrow as pa
 from pipeline_project import fault_points
 from pipeline_project.ingest.reconcile import Verdict
 from pipeline_project.lake.catalog import ALIAS, DuckLakeSettings, connect, in_transaction, turn
-from pipeline_project.lake.raw_store import (
-    LOCK_WAIT_SECONDS,
-    Lake,
-    LakeIndex,
-    PartitionBusy,
-    PartitionManifest,
-    PartitionWriter,
-    Watermark,
-)
+from pipeline_project.lake.manifest import PartitionManifest, Watermark
+from pipeline_project.lake.partition_writer import PartitionWriter
+from pipeline_project.lake.raw_store import LOCK_WAIT_SECONDS, Lake, LakeIndex, PartitionBusy
 from pipeline_project.quality.contracts import RawTableContract
 from pipeline_project.transform.warehouse import quote_identifier, quote_literal
 

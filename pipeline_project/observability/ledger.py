@@ -1,7 +1,7 @@
 """The load ledger as metrics: rows loaded, quarantined and dropped as copies per table and partition.
 
 The ledger is one JSON manifest per table and day, `<PIPELINE_LAKE_DIR>/manifests/<table>/date=D.json`,
-read with the raw layer's own parser (`raw_store.PartitionManifest.from_json`), so "reconciled" means here what
+read with the raw layer's own parser (`manifest.PartitionManifest.from_json`), so "reconciled" means here what
 it means to the blocking check: the source's control figures agreed with the keys the load accounted for.
 Dropped copies are reported per kind (`identical`, `newer_version`, `older_version`). A manifest written
 before reconciliation by key has no verdict and counts as not reconciled, as it does for the check. A load
@@ -29,7 +29,7 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily
 
 from pipeline_project.lake.dedupe import CopyKind
-from pipeline_project.lake.raw_store import PartitionManifest
+from pipeline_project.lake.manifest import PartitionManifest
 
 _MANIFEST_NAME = re.compile(r"^date=(\d{4}-\d{2}-\d{2})\.json$")
 _PENDING_NAME = re.compile(r"^date=\d{4}-\d{2}-\d{2}\.json\.pending$")

@@ -26,7 +26,8 @@ from pipeline_project.ingest.loading import PartitionRead, load_partition
 from pipeline_project.ingest.reconcile import CONTROL_ENDPOINT, ControlFigures, key_text
 from pipeline_project.ingest.source_errors import SourceError
 from pipeline_project.ingest.sources import ShopApiClient, source_host
-from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.lake.partition_writer import LINEAGE_SCHEMA
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import QUARANTINE_REASON, RAW_CONTRACTS
 from pipeline_project.quality.schema_drift import conform
 from pipeline_project.resources import ShopApiResource

@@ -50,7 +50,8 @@ from fault_harness import DIGEST
 
 from demo_source import DemoShopServer, ShopWorld, write_landing_files
 from pipeline_project.alerting.alert import AlertKind
-from pipeline_project.alerting.signals import TIMEOUT_MESSAGE, SlaLookup, run_failure_signal
+from pipeline_project.alerting.signals import TIMEOUT_MESSAGE, run_failure_signal
+from pipeline_project.alerting.sla import SlaLookup
 from pipeline_project.catalog.policies import WAREHOUSE_POOL
 from pipeline_project.definitions import defs
 from pipeline_project.ingest.asset_checks import raw_asset_key

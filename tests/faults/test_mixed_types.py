@@ -22,7 +22,8 @@ from pipeline_project.ingest.extraction import observed_frame
 from pipeline_project.ingest.landing_reader import iter_landing_batches
 from pipeline_project.ingest.loading import PartitionRead, load_partition
 from pipeline_project.ingest.sources import ShopApiClient
-from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.lake.partition_writer import LINEAGE_SCHEMA
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES, split_batch
 from pipeline_project.quality.schema_drift import PartitionDriftWatch, SchemaDriftError, TypeChange, compare, conform
 

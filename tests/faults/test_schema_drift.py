@@ -21,7 +21,8 @@ from pipeline_project.definitions import defs
 from pipeline_project.ingest.asset_checks import RECONCILIATION_CHECK, SCHEMA_DRIFT_CHECK, raw_asset_key
 from pipeline_project.ingest.landing_reader import iter_landing_batches
 from pipeline_project.ingest.loading import PartitionRead, load_partition
-from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.lake.partition_writer import LINEAGE_SCHEMA
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import RAW_CONTRACTS
 from pipeline_project.quality.schema_drift import (
     Column,

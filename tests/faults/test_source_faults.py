@@ -26,7 +26,8 @@ from pipeline_project.ingest.asset_checks import reconciliation_result
 from pipeline_project.ingest.loading import load_partition
 from pipeline_project.ingest.source_errors import SourceError
 from pipeline_project.ingest.sources import ShopApiClient
-from pipeline_project.lake.raw_store import LINEAGE_SCHEMA, Lake
+from pipeline_project.lake.partition_writer import LINEAGE_SCHEMA
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.quality.contracts import QUARANTINE_REASON, RAW_CONTRACTS, REJECTED_VALUES
 
 from harness import TOKEN

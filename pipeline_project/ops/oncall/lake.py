@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from pipeline_project.lake.raw_store import Lake, PartitionManifest
+from pipeline_project.lake.manifest import PartitionManifest
+from pipeline_project.lake.raw_store import Lake
 from pipeline_project.ops.oncall.common import (
     OncallError,
     print_table,
