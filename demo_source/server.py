@@ -52,15 +52,10 @@ import orjson
 
 from demo_source.checksum import MODULUS, key_text, text_hash
 from demo_source.encoding import JSON_OPTIONS, encode_array
-from demo_source.world import (
-    DAILY_TABLES,
-    LATE_ARRIVAL_DELAY,
-    PRIMARY_KEYS,
-    VERSIONED_TABLES,
-    ShopWorld,
-    settles_at,
-    to_naive_utc,
-)
+from demo_source.ledger import LATE_ARRIVAL_DELAY, settles_at
+from demo_source.timeline import to_naive_utc
+from demo_source.vocabulary import DAILY_TABLES, PRIMARY_KEYS, VERSIONED_TABLES
+from demo_source.world import ShopWorld
 
 log = logging.getLogger(__name__)
 
