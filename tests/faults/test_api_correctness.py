@@ -13,7 +13,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
-from demo_source.server import LATE_ARRIVAL_DELAY
+from demo_source.ledger import LATE_ARRIVAL_DELAY
 from pipeline_project.definitions import defs
 from pipeline_project.ingest.assets import API_TABLES, api_read, raw_asset_key, reconciliation_result
 from pipeline_project.ingest.circuit_breaker import CircuitBreaker
