@@ -25,9 +25,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
+from demo_source.days import MAX_SCALE
 from demo_source.landing import write_landing_files
 from demo_source.server import DIMENSION_MODES, DemoShopServer
-from demo_source.world import MAX_SCALE, ShopWorld
+from demo_source.world import ShopWorld
 from pipeline_project.observability.logging import configure_logging
 
 PROG = "python -m demo_source"

@@ -15,7 +15,8 @@ from datetime import date
 from pathlib import Path
 
 from demo_source.encoding import encode_lines
-from demo_source.world import ShopWorld, gc_paused
+from demo_source.records import gc_paused
+from demo_source.world import ShopWorld
 
 WINDOW_HOURS = 6
 

@@ -28,7 +28,7 @@ import pytest
 from demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
 from demo_source.checksum import key_checksum, key_hash, key_text
 from demo_source.encoding import encode_array, encode_lines
-from demo_source.server import LATE_ARRIVAL_DELAY
+from demo_source.ledger import LATE_ARRIVAL_DELAY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2026, 11, 20)

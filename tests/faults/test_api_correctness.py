@@ -13,7 +13,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from demo_source import DemoShopServer, Faults, ShopWorld, write_landing_files
-from demo_source.server import LATE_ARRIVAL_DELAY
+from demo_source.ledger import LATE_ARRIVAL_DELAY
 from pipeline_project.definitions import defs
 from pipeline_project.ingest.api_assets import api_read
 from pipeline_project.ingest.asset_checks import raw_asset_key, reconciliation_result
