@@ -37,6 +37,7 @@ def _run(script: str, **env: str) -> subprocess.CompletedProcess:
 # (a) Routes are checked against the registry when the code location loads.
 
 
+@pytest.mark.slow
 def test_a_route_naming_an_unknown_channel_fails_loading_the_definitions():
     loaded = _run(
         """
@@ -179,6 +180,7 @@ print(json.dumps(seen))
 """
 
 
+@pytest.mark.slow
 def test_a_new_channel_is_one_module_and_one_registry_line(tmp_path):
     (tmp_path / "sms_channel.py").write_text(THROWAWAY_CHANNEL)
     settings = {setting.env: "" for setting in channel_settings()}

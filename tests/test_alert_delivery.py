@@ -229,6 +229,7 @@ deliver_due(outbox, configured_channels(json.loads(sys.argv[2])))
 CRASH_DEADLINE = 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channel", ["webhook", "pagerduty", "slack"])
 def test_a_sender_killed_between_send_and_mark_is_followed_by_a_resend_with_the_same_key(tmp_path, channel):
     path = tmp_path / "outbox.sqlite"

@@ -240,6 +240,7 @@ def test_source_columns_reads_the_landing_files_and_names_a_missing_day(state, d
     assert "no landing files of web_events for 2026-01-01 (incoming or archived) under " in err
 
 
+@pytest.mark.slow
 def test_sql_reads_the_warehouse_read_only_and_names_a_missing_one(state, capsys):
     code, _, err = oncall(capsys, "sql", "select 1")
     assert code == 1
@@ -435,6 +436,7 @@ dg.materialize(
 """
 
 
+@pytest.mark.slow
 def test_lake_verify_reads_a_pending_commit_without_completing_it_and_lake_repair_completes_it(
     state, demo_source, instance, capsys
 ):
@@ -501,6 +503,7 @@ def test_source_health_asks_the_source_with_the_pipelines_token(state, demo_sour
     assert code == 1 and out.count("DOWN (connection refused: nothing listens there)") == 2
 
 
+@pytest.mark.slow
 def test_the_dagster_command_gets_the_pipelines_settings(state, monkeypatch):
     monkeypatch.setenv("SHOP_API_URL", "")
     monkeypatch.delenv("SHOP_API_TOKEN", raising=False)

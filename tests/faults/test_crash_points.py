@@ -161,6 +161,7 @@ def test_no_deployment_arms_a_fault_point():
     assert armed == []
 
 
+@pytest.mark.slow
 def test_the_mid_dbt_post_hook_of_every_mart_renders_nothing_unless_armed(tmp_path, monkeypatch):
     """dbt runs no statement for a hook that renders empty, so an unarmed mart build executes none of it."""
     dbt_project = REPO_ROOT / "dbt_project"
