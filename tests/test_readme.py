@@ -1,9 +1,13 @@
 """The README and the docs stay true: the README's asset graph matches the code and it shows the commands;
 docs/configuration.md documents every setting of .env.example; docs/operations.md's SLA, alert-kind and route
-tables match the SLA catalogue and the alerting code."""
+tables match the SLA catalogue and the alerting code; `make test-fast`, the quick lane the README gives, selects
+its tests."""
 
 import re
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from pipeline_project.alerting.alert import RUNBOOKS
 from pipeline_project.catalog.policies import ALERT_ROUTES, SLA_CATALOGUE
@@ -56,6 +60,30 @@ def test_docs_document_every_setting_in_env_example():
 def test_readme_shows_the_two_commands_and_the_test_command():
     for command in ("make run", "make dev", "make test", ".ci/run"):
         assert command in README
+
+
+@pytest.mark.slow
+def test_make_test_fast_runs_its_pytest_command_on_workers_without_the_slow_tests():
+    """The quick lane's own command line (from `make -n`), collecting only: the worker option parses (pytest-xdist
+    is installed), the marker expression is a known marker, and it leaves the slow tests, drills and production
+    tests out."""
+    recipe = subprocess.run(
+        ["make", "-n", "--no-print-directory", "test-fast"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    [command] = [line for line in recipe.splitlines() if " -m pytest " in line]
+    collected = subprocess.run(
+        ["bash", "-c", f"{command} --collect-only -q -p no:cacheprovider"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
+    selected = [line for line in collected.stdout.splitlines() if "::" in line]
+    assert selected
+    assert not [test for test in selected if test.startswith(("tests/drills/", "tests/production/"))]
+    assert not [test for test in selected if test.startswith("tests/test_pipeline.py::test_marts_equal_the_generators")]
+    assert re.search(r"\d+/\d+ tests collected \(\d+ deselected\)", collected.stdout)
 
 
 def _table_after(document: str, marker: str) -> list[list[str]]:
