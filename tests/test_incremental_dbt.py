@@ -181,13 +181,21 @@ def make_late_changes(lake: Lake, run_id: str) -> dict:
         .otherwise(pl.lit("gold"))
         .alias("loyalty_tier"),
     )
-    recommit(lake, "customers", SECOND, lambda frame: frame.filter(pl.col("customer_id") != moved_id), run_id)
+    # Another customer whose only version is on the second day: that version goes away for good, so the
+    # customer leaves the customer marts and the history too (their orders stay, as a source may send them).
+    gone_id = second.filter(~pl.col("customer_id").is_in([*first["customer_id"], moved_id, removed_customer])).sort(
+        "customer_id"
+    )["customer_id"][0]
+    recommit(
+        lake, "customers", SECOND, lambda frame: frame.filter(~pl.col("customer_id").is_in([moved_id, gone_id])), run_id
+    )
     recommit(lake, "customers", FIRST, lambda frame: pl.concat([frame, older], how="vertical_relaxed"), run_id)
     return {
         "refunded": refunded_id,
         "removed": removed_id,
         "removed_customer": removed_customer,
         "moved_customer": moved_id,
+        "gone_customer": gone_id,
     }
 
 
@@ -257,4 +265,13 @@ def test_incremental_builds_equal_a_full_refresh_row_for_row(builds):
     zero_days = {(row[0], row[1]) for row in kept["intermediate.int_customer_order_days"]}
     assert zero_days <= {(FIRST, builds["changes"]["removed_customer"])}
     tombstones = {(row[0], row[9]) for row in kept["staging.stg_customer_versions"]}
-    assert tombstones == {(builds["changes"]["moved_customer"], SECOND)}
+    assert tombstones == {(builds["changes"]["moved_customer"], SECOND), (builds["changes"]["gone_customer"], SECOND)}
+
+
+def test_a_customer_whose_every_version_went_away_leaves_the_marts_and_the_history(builds):
+    gone = builds["changes"]["gone_customer"]
+    with duckdb.connect(str(builds["incremental"]), read_only=True) as connection:
+        for table in ("staging.stg_customers", "marts.customer_lifetime_value", "snapshots.customers_snapshot"):
+            assert connection.execute(f"select count(*) from {table} where customer_id = ?", [gone]).fetchone() == (
+                0,
+            ), f"customer {gone} is still in {table}"
