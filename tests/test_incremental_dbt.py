@@ -5,10 +5,10 @@ every build after the first is incremental. Before the last day arrives, older r
 the way a run commits them (a new data file and manifest through the lake's partition writer), as change
 capture does when records change weeks later: an order of the first day is refunded and another one goes
 away (quarantined when re-extracted), a customer's version of the second day goes away while an older
-version of them appears on the first day. The last day's build must take in exactly the days that changed,
-and then every model must hold what one full refresh over the same raw layer builds: marts and the SCD2
-history row for row, staging and intermediate tables too (but for the zero rows and tombstones that record,
-in an incremental build, where a key's data went away).
+version of them appears on the first day, and another customer's only version goes away. The last day's
+build must take in exactly the days that changed, and then every model must hold what one full refresh over
+the same raw layer builds: marts and the SCD2 history row for row, staging and intermediate tables too (but
+for the zero rows and tombstones that record, in an incremental build, where a key's data went away).
 """
 
 from __future__ import annotations
